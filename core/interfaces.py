@@ -1,0 +1,200 @@
+"""Interfaces every component kind implements. Core and plugins meet here; core never imports a plugin.
+
+Shapes: B batch, L condition frames/tokens, D feature dim, T latent frames, C latent channels,
+S waveform samples, M mel bins, F mel frames. Masks are bool, True = valid position.
+
+Conformance: every neural component is callable as `component(**component.example_inputs(batch, gen))`
+and reports the tensors to check with `output_tensors(output)`; `vssflow.testing` relies only on that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ContractError
+
+
+@dataclass
+class Condition:
+    """An encoded condition: features (B, L, D), mask (B, L), and fps when time-aligned (None: tokens)."""
+
+    features: Tensor
+    mask: Tensor | None = None
+    fps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.features.dim() != 3:
+            raise ValueError(f"Condition.features must be (B, L, D), got shape {tuple(self.features.shape)}")
+        if self.mask is not None and self.mask.shape != self.features.shape[:2]:
+            raise ValueError(
+                f"Condition.mask must be (B, L) = {tuple(self.features.shape[:2])}, got {tuple(self.mask.shape)}"
+            )
+
+    @property
+    def valid(self) -> Tensor:
+        """The mask, or all-True when none was given. (B, L)"""
+        if self.mask is not None:
+            return self.mask
+        return torch.ones(self.features.shape[:2], dtype=torch.bool, device=self.features.device)
+
+
+@dataclass(frozen=True)
+class MelSpec:
+    """Mel analysis shared by codecs and vocoders. Values are natural-log magnitudes clamped at `log_floor`."""
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 160
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: float = 8000.0
+    log_floor: float = 1e-5
+
+    @property
+    def frames_per_second(self) -> float:
+        """Mel frames per second."""
+        return self.sample_rate / self.hop_length
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What a component expects of its raw input (like timm's pretrained configs)."""
+
+    modality: str  # "video" | "transcript" | "speaker" | "audio" | "features" | "mel" | "latent"
+    fps: float | None = None  # frames per second of time-aligned input
+    size: tuple[int, int] | None = None  # (H, W) of video frames
+    sample_rate: int | None = None  # waveform input
+    dim: int | None = None  # feature dim of precomputed input
+    mean: tuple[float, ...] | None = None  # per-channel normalisation applied inside the component
+    std: tuple[float, ...] | None = None
+    value_range: tuple[float, float] | None = None  # e.g. (0, 1) for frames
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def require(self, component: str, what: str, expected: Any, actual: Any) -> None:
+        """Raise ContractError naming the component when `actual` differs from `expected`."""
+        if expected is not None and actual != expected:
+            raise ContractError(f"{component}: expected {what} {expected}, got {actual}")
+
+
+class Conformable:
+    """Mixin: example inputs and output tensors for the conformance check in `vssflow.testing`."""
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Keyword arguments for one call of this component on random valid input."""
+        raise NotImplementedError(f"{type(self).__name__} does not provide example_inputs()")
+
+    def output_tensors(self, output: Any) -> dict[str, Tensor]:
+        """Named tensors of an output, for finiteness, shape and gradient checks."""
+        if isinstance(output, Tensor):
+            return {"output": output}
+        if isinstance(output, Condition):
+            return {"features": output.features}
+        if isinstance(output, dict):
+            return {k: v for k, v in output.items() if isinstance(v, Tensor)}
+        if isinstance(output, (tuple, list)):
+            return {f"output[{i}]": v for i, v in enumerate(output) if isinstance(v, Tensor)}
+        raise TypeError(f"{type(self).__name__}.output_tensors cannot read a {type(output).__name__}")
+
+    def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Shapes `output_tensors` must have for `inputs` (names missing here are not shape-checked)."""
+        return {}
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+    return torch.randn(shape, generator=generator)
+
+
+def lengths_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """(B,) lengths -> (B, max_len) bool mask, True = valid."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class Encoder(nn.Module, Conformable):
+    """Raw modality -> Condition. Subclasses set `modality`, `dim`, `fps` and implement `forward`.
+
+    Inputs by modality:
+      video:      frames (B, L, 3, H, W) float in [0, 1] at `contract.fps`, `contract.size`
+      transcript: phoneme ids (B, N) long, 0 = padding; extras `span` (B, 2) seconds, `times` (B, N, 2)
+      speaker:    waveform (B, S) at `contract.sample_rate`
+      audio:      waveform (B, S) at `contract.sample_rate`
+      features:   precomputed (B, L, contract.dim) at `contract.fps`
+    """
+
+    modality: ClassVar[str] = "features"
+    dim: int
+    fps: float | None = None
+    frozen: bool = False  # True: no trainable parameters, so its outputs may be cached on disk
+
+    @property
+    def contract(self) -> InputContract:
+        """The input this encoder expects."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, **extras: Any) -> Condition:  # noqa: D102
+        raise NotImplementedError
+
+
+class Codec(nn.Module, Conformable):
+    """Waveform <-> latent the flow is trained on. encode: (B, S) -> (B, T, C); decode: (B, T, C) -> mel (B, M, F).
+
+    `hop_length` is waveform samples per latent frame, so SequenceSpec(sample_rate, hop_length, d) owns lengths.
+    """
+
+    sample_rate: int
+    hop_length: int
+    channels: int
+    mel: MelSpec
+
+    def encode(self, wav: Tensor) -> Tensor:  # noqa: D102
+        raise NotImplementedError
+
+    def decode(self, latent: Tensor) -> Tensor:  # noqa: D102
+        raise NotImplementedError
+
+    def forward(self, wav: Tensor) -> Tensor:
+        """Round trip for conformance: encode then decode."""
+        return self.decode(self.encode(wav))
+
+    def check_sample_rate(self, actual: int) -> None:
+        """ContractError when audio at another rate is given to this codec."""
+        if actual != self.sample_rate:
+            raise ContractError(
+                f"codec {type(self).__name__}: expected audio at {self.sample_rate} Hz, got {actual} Hz "
+                f"(resample first, or set audio.sample_rate to {actual} in the recipe)"
+            )
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Half a second of random audio."""
+        return {"wav": 0.1 * _randn((batch_size, self.sample_rate // 2), generator)}
+
+
+class Vocoder(nn.Module, Conformable):
+    """Mel (B, M, F), natural-log magnitudes as in `mel`, -> waveform (B, F * mel.hop_length)."""
+
+    mel: MelSpec
+
+    @property
+    def sample_rate(self) -> int:
+        """Output sample rate."""
+        return self.mel.sample_rate
+
+    def check_mel(self, mel: MelSpec, source: str = "codec") -> None:
+        """ContractError when the incoming mel analysis differs from the one this vocoder expects."""
+        for key in ("sample_rate", "hop_length", "n_mels"):
+            want, got = getattr(self.mel, key), getattr(mel, key)
+            if want != got:
+                raise ContractError(f"vocoder {type(self).__name__}: expected {key}={want} from the {source}, got {got}")
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Twenty frames of plausible log-mel."""
+        return {"mel": _randn((batch_size, self.mel.n_mels, 20), generator) - 4.0}
+
+    def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """One hop of samples per mel frame."""
+        mel = inputs["mel"]
+        return {"output": (mel.shape[0], mel.shape[-1] * self.mel.hop_length)}
