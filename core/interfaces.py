@@ -198,3 +198,43 @@ class Vocoder(nn.Module, Conformable):
         """One hop of samples per mel frame."""
         mel = inputs["mel"]
         return {"output": (mel.shape[0], mel.shape[-1] * self.mel.hop_length)}
+
+
+class Metric(Conformable):
+    """Scores generated audio against references and/or labels: one value per clip, shape (B,).
+
+    Call as `metric(generated=(B, S), reference=(B, S) or None, labels=[dict] or None, lengths=(B,) or None)`
+    with waveforms at `sample_rate`; `lengths` are valid samples. `higher_is_better` says which way is good.
+    """
+
+    higher_is_better: ClassVar[bool] = False
+    sample_rate: int = 16000
+    needs_reference: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = False
+
+    def __call__(
+        self,
+        generated: Tensor,
+        reference: Tensor | None = None,
+        labels: list[dict[str, Any]] | None = None,
+        lengths: Tensor | None = None,
+    ) -> Tensor:  # noqa: D102
+        raise NotImplementedError
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Half a second of clicks and noise, with matching labels."""
+        n = self.sample_rate // 2
+        ref = 0.01 * _randn((batch_size, n), generator)
+        labels = []
+        for b in range(batch_size):
+            times = [0.1 + 0.1 * b, 0.3]
+            for t in times:
+                i = int(t * self.sample_rate)
+                ref[b, i : i + 400] += torch.linspace(1.0, 0.0, 400) * torch.sin(torch.arange(400) * 0.3)
+            labels.append({"events": [{"time": t} for t in times]})
+        gen = ref + 0.05 * _randn((batch_size, n), generator)
+        return {"generated": gen, "reference": ref, "labels": labels}
+
+    def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """One score per clip."""
+        return {"output": (inputs["generated"].shape[0],)}

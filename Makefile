@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make demo` and `make test` (both create and use .venv).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test install install-dev lint bench clean
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed examples/plugin-template/pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev]' -e examples/plugin-template
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/vssflow demo
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q tests examples/plugin-template/tests
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.installed-dev
+	$(PY) -m pytest -q benchmarks --benchmark-only
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
