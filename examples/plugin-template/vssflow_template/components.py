@@ -1,0 +1,43 @@
+"""The template's components, written against vssflow's public interfaces only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vssflow.core.interfaces import Condition, Encoder, InputContract
+
+
+class ColorStatsEncoder(Encoder):
+    """Video frames -> per-frame colour mean and spread per channel, projected to `dim` features."""
+
+    modality = "video"
+
+    def __init__(self, dim: int, fps: float, size: int):
+        super().__init__()
+        self.dim, self.fps, self.size = dim, fps, size
+        self.proj = nn.Sequential(nn.Linear(6, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    @property
+    def contract(self) -> InputContract:
+        """RGB frames in [0, 1] at `fps`, `size` x `size`."""
+        return InputContract("video", fps=self.fps, size=(self.size, self.size), value_range=(0.0, 1.0))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, **extras: Any) -> Condition:
+        """(B, L, 3, H, W) frames -> Condition (B, L, dim) at `fps`."""
+        stats = torch.cat([x.mean(dim=(-2, -1)), x.std(dim=(-2, -1))], dim=-1)  # (B, L, 6)
+        return Condition(self.proj(stats), mask, self.fps)
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Eleven random frames; the second clip has three padded frames."""
+        frames = torch.rand(batch_size, 11, 3, self.size, self.size, generator=generator)
+        mask = torch.ones(batch_size, 11, dtype=torch.bool)
+        mask[1:, 8:] = False
+        return {"x": frames, "mask": mask}
+
+    def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """One feature vector per frame."""
+        b, length = inputs["x"].shape[:2]
+        return {"features": (b, length, self.dim)}
