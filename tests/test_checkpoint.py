@@ -1,0 +1,111 @@
+"""Checkpoints: exact round trips, atomic writes, clear errors, nothing unpickled."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from vssflow.core import checkpoint as ckpt
+from vssflow.core.checkpoint import Checkpoint, load_model_state, save_checkpoint
+from vssflow.core.errors import CheckpointError
+
+
+def trained_model_and_optimizer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(5, 4)).pow(2).mean().backward()
+        opt.step()
+    return model, opt
+
+
+def test_round_trip_restores_weights_optimizer_and_rng(tmp_path):
+    model, opt = trained_model_and_optimizer()
+    random.seed(3)
+    path = save_checkpoint(tmp_path / "last", model.state_dict(), {"recipe": "x"}, optimizer=opt,
+                           trainer_state={"step": 3, "data": {"epoch": 1, "position": 7}}, recipe_yaml="name: x\n")
+    expected_torch, expected_py = torch.rand(3), random.random()
+
+    fresh = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    c = Checkpoint(path)
+    load_model_state(fresh, c.model_state(), str(path))
+    c.load_optimizer(fresh_opt)
+    c.restore_rng()
+    assert torch.equal(torch.rand(3), expected_torch) and random.random() == expected_py
+    for a, b in zip(model.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # one more identical step on both gives identical weights: the optimizer moments came back
+    x = torch.randn(5, 4)
+    for m, o in ((model, opt), (fresh, fresh_opt)):
+        o.zero_grad()
+        m(x).pow(2).mean().backward()
+        o.step()
+    for a, b in zip(model.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert c.trainer_state()["data"] == {"epoch": 1, "position": 7} and c.recipe_yaml() == "name: x\n"
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model, opt = trained_model_and_optimizer()
+    path = save_checkpoint(tmp_path / "last", model.state_dict(), {"n": 1})
+    real = ckpt._save_tensors
+    calls = []
+
+    def failing(p, t):
+        calls.append(p)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if killed mid-write
+        real(p, t)
+
+    monkeypatch.setattr(ckpt, "_save_tensors", failing)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "last", {k: v + 1 for k, v in model.state_dict().items()}, {"n": 2}, optimizer=opt)
+    assert Checkpoint(path).meta["n"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no temporary left behind
+
+
+def test_truncated_weights_are_a_clear_error(tmp_path):
+    model, _ = trained_model_and_optimizer()
+    path = save_checkpoint(tmp_path / "c", model.state_dict(), {})
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        Checkpoint(path).model_state()
+
+
+class _Trap:
+    def __reduce__(self):
+        return (open, ("UNPICKLED_MARKER", "w"))
+
+
+def test_a_pickle_posing_as_a_checkpoint_is_never_unpickled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(pickle.dumps(_Trap()))
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        Checkpoint(bad)
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    (fake_dir / "model.safetensors").write_bytes(pickle.dumps(_Trap()))
+    (fake_dir / "meta.json").write_text('{"format_version": 1}')
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        Checkpoint(fake_dir).model_state()
+    assert not (tmp_path / "UNPICKLED_MARKER").exists()
+
+
+def test_weights_of_another_model_are_rejected_by_name(tmp_path):
+    model, _ = trained_model_and_optimizer()
+    path = save_checkpoint(tmp_path / "c", model.state_dict(), {})
+    other = nn.Sequential(nn.Linear(4, 16), nn.GELU(), nn.Linear(16, 2))
+    with pytest.raises(CheckpointError, match=r"shape of 0\.weight .*another recipe"):
+        load_model_state(other, Checkpoint(path).model_state(), str(path))
+    with pytest.raises(CheckpointError, match="incomplete checkpoint"):
+        (path / "meta.json").unlink()
+        Checkpoint(path)
