@@ -241,11 +241,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Merge `override` into a copy of `base`: mappings merge, other values replace, None deletes a mapping key."""
+    """Merge `override` into a copy of `base`: mappings merge, other values replace, None deletes a mapping key.
+
+    A component reference that names another component (`{name: other, ...}`) replaces the inherited one
+    whole: the old component's params mean nothing to the new one.
+    """
     out = copy.deepcopy(base)
     for key, value in override.items():
         if value is None and isinstance(out.get(key), dict):
             del out[key]
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and value.get("name", out[key].get("name")) != out[key].get("name"):
+            out[key] = copy.deepcopy(value)
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:

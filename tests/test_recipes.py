@@ -113,6 +113,10 @@ def test_set_override_errors():
     with pytest.raises(RecipeError, match="is a value"):
         apply_overrides({"task": "v2s"}, ["task.x=1"])
     assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+    # switching a component drops the old component's params; keeping it merges them
+    enc = {"encoder": {"name": "tiny-cnn", "params": {"fps": 10, "channels": 8}}}
+    assert deep_merge(enc, {"encoder": {"name": "timm-video"}}) == {"encoder": {"name": "timm-video"}}
+    assert deep_merge(enc, {"encoder": {"params": {"fps": 5}}})["encoder"]["params"] == {"fps": 5, "channels": 8}
 
 
 def test_recipe_show_prints_resolved_yaml(tmp_path):

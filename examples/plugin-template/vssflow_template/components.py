@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vssflow.core.conditioning import EXAMPLE_BINDING, Aggregator, AggregatorBinding, Conditioning
 from vssflow.core.interfaces import Condition, Encoder, InputContract
 
 
@@ -41,3 +42,30 @@ class ColorStatsEncoder(Encoder):
         """One feature vector per frame."""
         b, length = inputs["x"].shape[:2]
         return {"features": (b, length, self.dim)}
+
+
+class GatedAdditiveAggregator(Aggregator):
+    """Frame-aligned condition -> latent grid -> MLP -> added to hidden states through tanh(gate), gate = 0 at init.
+
+    Starting at zero means a new condition cannot disturb a pretrained backbone until training opens the gate.
+    """
+
+    name = "gated-additive"
+    requires_fps = True
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.bind(EXAMPLE_BINDING)
+
+    def build(self, binding: AggregatorBinding) -> None:
+        """Layers for the bound dims."""
+        self.null = nn.Parameter(torch.zeros(binding.in_dim))
+        self.proj = nn.Sequential(nn.Linear(binding.in_dim, self.hidden), nn.SiLU(), nn.Linear(self.hidden, binding.width))
+        self.gate = nn.Parameter(torch.zeros(binding.width))
+
+    def route(self, features: Tensor, mask: Tensor | None, keep: Tensor, num_frames: int) -> Conditioning:
+        """(B, L, D) at the condition's fps -> additive (B, T, W)."""
+        grid, grid_mask = self.to_latent_grid(features, mask, num_frames, mode="linear")  # (B, T, D)
+        frames = self.frames_or_null(grid, grid_mask, keep)  # (B, T, D)
+        return Conditioning(additive=torch.tanh(self.gate) * self.proj(frames))  # (B, T, W)
