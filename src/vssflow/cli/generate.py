@@ -1,0 +1,46 @@
+"""`vssflow generate --checkpoint DIR (--video X.mp4 [...] | --manifest M.jsonl) --out OUT`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _span(text: str) -> tuple[float, float]:
+    try:
+        start, end = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END in seconds, e.g. 1.2:3.4, got {text!r}") from None
+    if not 0 <= start < end:
+        raise argparse.ArgumentTypeError(f"speech span needs 0 <= start < end, got {text!r}")
+    return start, end
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the `generate` subcommand."""
+    p = sub.add_parser("generate", help="generate audio for videos (and transcripts) with a trained checkpoint")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (runs/NAME/checkpoints/last)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", help="a video file")
+    src.add_argument("--manifest", help="a JSONL manifest of clips")
+    p.add_argument("--transcript", help="the words spoken (VisualTTS)")
+    p.add_argument("--speaker", help="a reference recording of the voice")
+    p.add_argument("--speech-span", type=_span, help="START:END seconds where the speech goes (mixtures)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the recipe's sampler)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--sampler", help="sampler name (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8, help="clips per batch for --manifest")
+    p.add_argument("--overlap", type=float, default=1.0, help="seconds of overlap between windows of long videos")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate and list the files written."""
+    from vssflow.generation import generate_cli
+
+    for path in generate_cli(args):
+        print(path)
+    return 0

@@ -1,0 +1,31 @@
+"""`vssflow train RECIPE [--set k=v] [--out runs/NAME] [--resume]` (also under torchrun for several processes)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the `train` subcommand."""
+    p = sub.add_parser("train", help="train a model from a recipe (torchrun for several GPUs or nodes)")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe file or built-in recipe name")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: train.steps)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and print where the checkpoint is."""
+    from vssflow.training import train
+
+    result = train(
+        args.recipe, out_dir=args.out, overrides=args.overrides, resume=args.resume, device=args.device,
+        max_steps=args.steps, progress=not args.no_progress,
+    )
+    if result is not None:
+        print(f"checkpoint: {result}")
+    return 0
