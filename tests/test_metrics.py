@@ -62,3 +62,11 @@ def test_envelope_correlation_sign():
     ramp = torch.linspace(0.01, 1.0, SR) * torch.randn(SR, generator=torch.Generator().manual_seed(1))
     out = metric(torch.stack([ramp, ramp.flip(0)]), torch.stack([ramp, ramp]))
     assert out[0] > 0.99 and out[1] < -0.5
+
+
+def test_offscreen_distractors_are_not_expected_from_the_video():
+    metric = create("metric", "onset-f1")
+    labels = [{"events": [{"time": 0.25}, {"time": 1.1, "onscreen": False}]}]
+    assert metric(clicks([0.25]).unsqueeze(0), labels=labels)[0] == 1.0
+    strict = create("metric", "onset-f1", onscreen_only=False)
+    assert strict(clicks([0.25]).unsqueeze(0), labels=labels)[0] < 1.0

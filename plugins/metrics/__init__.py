@@ -26,6 +26,7 @@ class OnsetParams(BaseModel):
     hop_length: Annotated[int, Field(gt=0)] = 160
     threshold: Annotated[float, Field(gt=0)] = 1.5  # peaks this many std above the mean flux
     min_gap_s: Annotated[float, Field(gt=0)] = 0.08
+    onscreen_only: bool = True  # skip events labelled off-screen (distractors no video model can time)
 
 
 class EnvelopeParams(BaseModel):

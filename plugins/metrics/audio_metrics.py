@@ -14,11 +14,20 @@ def _valid(lengths: Tensor | None, b: int, n: int) -> int:
     return n if lengths is None else int(min(lengths[b].item(), n))
 
 
-def event_times(labels: dict[str, Any]) -> list[float]:
-    """Event onset times (seconds) from a clip's labels: `events` as floats or dicts with `time`."""
+def event_times(labels: dict[str, Any], onscreen_only: bool = True) -> list[float]:
+    """Event onset times (seconds) from a clip's labels: `events` as floats or dicts with `time`.
+
+    Events marked `onscreen: false` (off-screen distractors, which no video model can time) are skipped
+    unless `onscreen_only` is False.
+    """
     times = []
-    for event in labels.get("events", []):
-        times.append(float(event["time"]) if isinstance(event, dict) else float(event))
+    for event in labels.get("events") or []:
+        if isinstance(event, dict):
+            if onscreen_only and event.get("onscreen") is False:
+                continue
+            times.append(float(event["time"]))
+        else:
+            times.append(float(event))
     return sorted(times)
 
 
@@ -106,7 +115,9 @@ class OnsetTiming(Metric):
     needs_reference = False
     needs_labels = True
 
-    def __init__(self, sample_rate: int, tolerance_s: float, hop_length: int, threshold: float, min_gap_s: float):
+    def __init__(self, sample_rate: int, tolerance_s: float, hop_length: int, threshold: float, min_gap_s: float,
+                 onscreen_only: bool = True):
+        self.onscreen_only = onscreen_only
         self.sample_rate = sample_rate
         self.tolerance = tolerance_s
         self.hop = hop_length
@@ -120,8 +131,8 @@ class OnsetTiming(Metric):
         scores = []
         for b in range(generated.shape[0]):
             n = _valid(lengths, b, generated.shape[-1])
-            if labels is not None and labels[b] is not None and "events" in labels[b]:
-                truth = [t for t in event_times(labels[b]) if t < n / self.sample_rate]
+            if labels is not None and labels[b] is not None and labels[b].get("events") is not None:
+                truth = [t for t in event_times(labels[b], self.onscreen_only) if t < n / self.sample_rate]
             elif reference is not None:
                 truth = self._onsets(reference[b, :n])
             else:
