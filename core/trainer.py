@@ -93,6 +93,10 @@ class BatchPlan:
             self._perm, self._perm_epoch = torch.randperm(self.num_items, generator=gen), epoch
         return self._perm
 
+    def epochs(self, step: int, micro: int) -> list[int]:
+        """Epoch of each sample of a micro-batch (datasets with per-epoch randomness, e.g. random crops)."""
+        return [pos // self.num_items for pos in self.positions(step, micro)]
+
     def global_indices(self, step: int, micro: int) -> list[int]:
         """Dataset indices of one micro-batch of one optimizer step (all processes)."""
         start = (step * self.grad_accum + micro) * self.micro_size
@@ -261,6 +265,11 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> bool:
         """Continue from checkpoints/last (or `path`); False when there is nothing to resume."""
         path = Path(path) if path else self.ckpt_dir / "last"
+        if self.dist.is_main and self.ckpt_dir.is_dir():
+            import shutil
+
+            for stale in self.ckpt_dir.glob(".*.tmp-*"):  # a write that was killed before its rename
+                shutil.rmtree(stale, ignore_errors=True)
         if not path.exists():
             return False
         ckpt = Checkpoint(path)
@@ -300,7 +309,12 @@ class Trainer:
         for micro in range(self.settings.grad_accum):
             idx = self.plan.global_indices(step, micro)[self.dist.rank :: self.dist.world]
             pos = self.plan.positions(step, micro)[self.dist.rank :: self.dist.world]
-            batch = self.collate([self.dataset[i] for i in idx])
+            if hasattr(self.dataset, "set_epoch"):  # (index, epoch) keys: crops depend on the epoch, not on state
+                epochs = self.plan.epochs(step, micro)[self.dist.rank :: self.dist.world]
+                samples = [self.dataset[(i, e)] for i, e in zip(idx, epochs, strict=True)]
+            else:
+                samples = [self.dataset[i] for i in idx]
+            batch = self.collate(samples)
             batch["seeds"] = torch.tensor([mix_seed(self.settings.seed, 0x5EED, p) for p in pos], dtype=torch.long)
             yield _to_device(batch, self.device)
 
