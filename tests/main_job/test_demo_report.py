@@ -1,0 +1,58 @@
+"""The demo's report: written end to end by run_demo at micro size, and rendered by a real browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.main_job.conftest import MICRO
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory) -> Path:
+    from vssflow.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out=out, recipe=str(MICRO), clips=10, steps=2,
+                    overrides=["data.params.families=[v2s]", "data.params.size=48", "train.ckpt_every=0"])
+
+
+def test_run_demo_writes_a_complete_report(demo_report):
+    html = demo_report.read_text()
+    data = json.loads((demo_report.parent / "report.json").read_text())
+    metrics = {row["metric"] for row in data["table"]}
+    assert {"onset-f1", "mel-distance"} <= metrics
+    for row in data["table"]:
+        assert np.isfinite(row["conditioned"]) and np.isfinite(row["no conditions"])
+    assert data["clips"], "no held-out clips in the report"
+    for clip in data["clips"]:
+        for rel in clip["media"].values():
+            assert (demo_report.parent / rel).is_file(), rel
+            assert f'src="{rel}"' in html
+    assert html.count("<audio") == 3 * len(data["clips"]) and html.count("<video") == len(data["clips"])
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no chromium installed (apt-get install chromium)")
+def test_report_renders_images_and_audio_in_a_browser(demo_report, tmp_path):
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}",
+             "--allow-file-access-from-files", "--virtual-time-budget=5000"]
+    url = demo_report.resolve().as_uri()
+    dom = subprocess.run([BROWSER, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<img") >= 3 and "<audio" in dom and "<video" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([BROWSER, *flags, "--window-size=1400,3000", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    # the spectrogram colour map's dark blue end appears only if the images were decoded and drawn
+    dark_blue = (np.abs(pixels - np.array([13, 8, 135])).sum(1) < 40).sum()
+    assert dark_blue > 500, "spectrogram images did not render"
