@@ -1,0 +1,132 @@
+"""Aggregators: padding never leaks into valid outputs, absent/dropped samples use the null embedding,
+frame routes follow the SequenceSpec grid, and every route passes conformance in several configurations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.engine.components import small_dit
+from vssflow.core.conditioning import AggregatorBinding, Conditioning
+from vssflow.core.sequence import SequenceSpec
+from vssflow.registry import create
+from vssflow.testing import check_component
+
+SPEC = SequenceSpec(16000, 640, 1.0)  # 25 latent frames per second, 25 frames
+CASES = [
+    ("cross-attn", {}),
+    ("cross-attn", {"to_grid": True, "resample": "linear"}),
+    ("channel-concat", {"dim": 5}),
+    ("channel-concat", {"projection": "none", "resample": "linear"}),
+    ("sequence-concat", {}),
+    ("additive", {"resample": "linear"}),
+    ("global", {"mode": "add"}),
+    ("global", {"mode": "token"}),
+]
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items()) or 'default'}" for n, p in CASES]
+
+
+def _bound(name, params, fps=10.0, in_dim=6, seed=0):
+    torch.manual_seed(seed)
+    agg = create("aggregator", name, **params)
+    dit = small_dit(cross_rope="both", qk_norm=True)
+    agg.bind(AggregatorBinding(in_dim, fps, dit.width, dit.context_dim, SPEC))
+    dit.bind(3, agg.channels, cross_attention=agg.uses_context)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in [*agg.parameters(), *dit.parameters()]:
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return agg, dit
+
+
+@pytest.mark.parametrize("name, params", CASES, ids=IDS)
+def test_padding_never_changes_valid_velocities(name, params):
+    agg, dit = _bound(name, params)
+    g = torch.Generator().manual_seed(7)
+    feats = torch.randn(2, 10, 6, generator=g)  # 1 s at 10 fps
+    fmask = torch.ones(2, 10, dtype=torch.bool)
+    fmask[1, 6:] = False  # sample 1: 0.6 s of condition ...
+    x = torch.randn(2, 25, 3, generator=g)
+    xmask = torch.ones(2, 25, dtype=torch.bool)
+    xmask[1, 15:] = False  # ... and 0.6 s of audio
+    t = torch.rand(2, generator=g)
+    clean = feats.clone()
+    clean[1, 6:] = 0.0
+    ref = dit(x, t, agg(clean, fmask, num_frames=25), xmask)
+
+    noisy = torch.cat([feats, 40 * torch.randn(2, 4, 6, generator=g)], 1)  # garbage in every padded frame
+    noisy[1, 6:] = 40 * torch.randn(8, 6, generator=g)
+    nmask = torch.cat([fmask, torch.zeros(2, 4, dtype=torch.bool)], 1)
+    x_pad = torch.cat([x, 40 * torch.randn(2, 5, 3, generator=g)], 1)
+    x_pad[1, 15:] = 40 * torch.randn(15, 3, generator=g)
+    xmask_pad = torch.cat([xmask, torch.zeros(2, 5, dtype=torch.bool)], 1)
+    out = dit(x_pad, t, agg(noisy, nmask, num_frames=30), xmask_pad)
+    torch.testing.assert_close(out[:, :25][xmask], ref[xmask], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, params", CASES, ids=IDS)
+def test_absent_and_dropped_samples_use_the_null_embedding(name, params):
+    agg, dit = _bound(name, params)
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2, 10, 6, generator=g), torch.randn(2, 10, 6, generator=g)
+    x, t = torch.randn(2, 25, 3, generator=g), torch.rand(2, generator=g)
+    absent = torch.tensor([True, False])
+    va = dit(x, t, agg(a, present=absent))
+    vb = dit(x, t, agg(b, drop=~absent))  # dropping sample 1 == sample 1 absent
+    torch.testing.assert_close(va[1], vb[1])
+    assert not torch.allclose(va[0], vb[0])  # present samples still see their features
+    fully = agg(a, mask=torch.zeros(2, 10, dtype=torch.bool))  # no valid frame at all: treated as absent
+    nulls = agg(b, present=torch.zeros(2, dtype=torch.bool))
+    for key, value in fully.tensors().items():
+        torch.testing.assert_close(value, nulls.tensors()[key])
+
+
+def test_channel_concat_follows_the_sequence_spec_grid():
+    agg = create("aggregator", "channel-concat", projection="none")
+    agg.bind(AggregatorBinding(4, 10.0, 32, 32, SPEC))
+    feats = torch.randn(1, 10, 4)
+    out = agg(feats, num_frames=25).channel  # (1, 25, 4)
+    idx = SPEC.grid_indices(10.0, 10, 25)
+    torch.testing.assert_close(out[0], feats[0, idx])
+    with torch.no_grad():
+        agg.null.fill_(7.0)
+    short = agg(feats[:, :4], num_frames=25).channel  # 0.4 s of condition: later frames are null
+    assert (short[0, 10:] == 7.0).all() and torch.equal(short[0, :10], out[0, :10])
+
+
+def test_cross_attn_context_positions_are_latent_frames():
+    agg = create("aggregator", "cross-attn")
+    agg.bind(AggregatorBinding(4, 10.0, 32, 16, SPEC))
+    cond = agg(torch.randn(2, 10, 4))
+    torch.testing.assert_close(cond.context_pos, (torch.arange(10.0) + 0.5) * 2.5 - 0.5)
+    token = create("aggregator", "cross-attn").bind(AggregatorBinding(4, None, 32, 16, SPEC))
+    assert torch.equal(token(torch.randn(2, 1, 4)).context_pos, torch.zeros(1))
+
+
+def test_frame_routes_need_a_timed_condition():
+    from vssflow.core.errors import ContractError
+
+    for name in ("channel-concat", "additive"):
+        with pytest.raises(ContractError, match="time-aligned"):
+            create("aggregator", name).bind(AggregatorBinding(4, None, 32, 16, SPEC))
+    with pytest.raises(ContractError, match="projection 'none'"):
+        create("aggregator", "cross-attn", projection="none").bind(AggregatorBinding(4, 10.0, 32, 16, SPEC))
+
+
+def test_merge_concatenates_channels_and_tokens_and_sums_vectors():
+    a = Conditioning(channel=torch.ones(2, 5, 3), global_embedding=torch.ones(2, 4),
+                     context=torch.ones(2, 2, 6), context_mask=torch.tensor([[True, False]] * 2))
+    b = Conditioning(channel=torch.zeros(2, 5, 1), global_embedding=2 * torch.ones(2, 4),
+                     context=torch.zeros(2, 3, 6), context_pos=torch.tensor([1.0, 2.0, 3.0]))
+    m = Conditioning.merge([a, b])
+    assert m.channel.shape == (2, 5, 4) and (m.global_embedding == 3).all()
+    assert m.context.shape == (2, 5, 6) and m.context_mask.tolist()[0] == [True, False, True, True, True]
+    assert m.context_pos.tolist() == [0.0, 0.0, 1.0, 2.0, 3.0]
+    stacked = Conditioning.stack([m, m])
+    assert stacked.channel.shape == (4, 5, 4) and stacked.context_pos.shape == (5,)
+
+
+@pytest.mark.parametrize("name, params", CASES, ids=IDS)
+def test_conformance_in_several_configurations(name, params):
+    report = check_component("aggregator", name, params)
+    assert "backward" in report.checks and "determinism" in report.checks

@@ -1,0 +1,130 @@
+"""DiT backbone: shapes, zero init, padding invariance, timestep routes, RoPE choices, GQA, sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.engine.components import small_dit
+from vssflow.core.conditioning import Conditioning
+from vssflow.core.dit import DiT
+
+
+def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
+    """Leave the zero init so outputs depend on every layer."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def _context(b: int, lc: int, dim: int, g: torch.Generator) -> Conditioning:
+    return Conditioning(
+        context=torch.randn(b, lc, dim, generator=g),
+        context_mask=torch.ones(b, lc, dtype=torch.bool),
+        context_pos=torch.arange(lc, dtype=torch.float32) * 2.5,
+    )
+
+
+def test_zero_init_gives_zero_velocity_and_output_shape():
+    dit = small_dit().bind(latent_channels=3, cond_channels=2, cross_attention=True)
+    g = torch.Generator().manual_seed(0)
+    cond = _context(2, 4, dit.context_dim, g)
+    cond.channel = torch.randn(2, 7, 2, generator=g)
+    v = dit(torch.randn(2, 7, 3, generator=g), torch.rand(2, generator=g), cond)
+    assert v.shape == (2, 7, 3) and torch.count_nonzero(v) == 0
+    assert all(torch.count_nonzero(b.modulation.linear.weight) == 0 for b in dit.blocks)
+
+
+@pytest.mark.parametrize("timestep", ["adaln", "token"])
+@pytest.mark.parametrize("rope", ["none", "full", "partial"])
+def test_padding_never_changes_valid_outputs(timestep, rope):
+    dit = small_dit(timestep=timestep, rope=rope, qk_norm=True, cross_rope="both", cross_kv_heads=2)
+    dit.bind(latent_channels=3, cond_channels=0, cross_attention=True)
+    _randomise(dit)
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(2, 6, 3, generator=g), torch.rand(2, generator=g)
+    cond = _context(2, 4, dit.context_dim, g)
+    cond.prefix = torch.randn(2, 2, dit.width, generator=g)
+    cond.prefix_mask = torch.ones(2, 2, dtype=torch.bool)
+    cond.prefix_pos = torch.tensor([0.0, 3.0])
+    ref = dit(x, t, cond)
+
+    padded = Conditioning(
+        context=torch.cat([cond.context, 50 * torch.randn(2, 3, dit.context_dim, generator=g)], 1),
+        context_mask=torch.cat([cond.context_mask, torch.zeros(2, 3, dtype=torch.bool)], 1),
+        context_pos=torch.cat([cond.context_pos, torch.tensor([1.0, 2.0, 3.0])]),
+        prefix=torch.cat([cond.prefix, 50 * torch.randn(2, 1, dit.width, generator=g)], 1),
+        prefix_mask=torch.tensor([[True, True, False]] * 2),
+        prefix_pos=torch.tensor([0.0, 3.0, 9.0]),
+    )
+    x_pad = torch.cat([x, 50 * torch.randn(2, 5, 3, generator=g)], 1)
+    mask = torch.cat([torch.ones(2, 6, dtype=torch.bool), torch.zeros(2, 5, dtype=torch.bool)], 1)
+    out = dit(x_pad, t, padded, mask)
+    torch.testing.assert_close(out[:, :6], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_batch_elements_are_independent():
+    dit = small_dit().bind(3, 0, cross_attention=True)
+    _randomise(dit)
+    g = torch.Generator().manual_seed(2)
+    x, t, cond = torch.randn(3, 5, 3, generator=g), torch.rand(3, generator=g), _context(3, 4, dit.context_dim, g)
+    full = dit(x, t, cond)
+    one = dit(x[1:2], t[1:2], Conditioning(context=cond.context[1:2], context_mask=cond.context_mask[1:2],
+                                            context_pos=cond.context_pos))
+    torch.testing.assert_close(full[1:2], one, atol=1e-5, rtol=1e-5)
+
+
+def test_without_rope_the_backbone_is_permutation_equivariant_and_with_rope_it_is_not():
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(1, 8, 3, generator=g), torch.rand(1, generator=g)
+    perm = torch.randperm(8, generator=g)
+    for rope, equivariant in (("none", True), ("partial", False)):
+        dit = small_dit(rope=rope).bind(3, 0, cross_attention=False)
+        _randomise(dit)
+        same = torch.allclose(dit(x[:, perm], t)[:, :], dit(x, t)[:, perm], atol=1e-5)
+        assert same == equivariant
+
+
+def test_cross_rope_on_keys_makes_attention_depend_on_key_positions():
+    g = torch.Generator().manual_seed(4)
+    x, t = torch.randn(1, 5, 3, generator=g), torch.rand(1, generator=g)
+    ctx = torch.randn(1, 4, 32, generator=g)
+    results = {}
+    for mode in ("queries", "both"):
+        dit = small_dit(cross_rope=mode).bind(3, 0, cross_attention=True)
+        _randomise(dit)
+        a = dit(x, t, Conditioning(context=ctx, context_pos=torch.tensor([0.0, 1.0, 2.0, 3.0])))
+        b = dit(x, t, Conditioning(context=ctx, context_pos=torch.tensor([0.0, 5.0, 9.0, 20.0])))
+        results[mode] = torch.allclose(a, b, atol=1e-6)
+    assert results == {"queries": True, "both": False}
+
+
+def test_grouped_kv_heads_shrink_the_cross_attention_projection():
+    full = small_dit(heads=4, cross_kv_heads=4, context_dim=16).bind(3, 0, True)
+    grouped = small_dit(heads=4, cross_kv_heads=1, context_dim=16).bind(3, 0, True)
+    assert full.blocks[0].cross.kv.weight.shape == (2 * 4 * 8, 16)
+    assert grouped.blocks[0].cross.kv.weight.shape == (2 * 1 * 8, 16)
+    _randomise(grouped)
+    g = torch.Generator().manual_seed(5)
+    cond = Conditioning(context=torch.randn(2, 3, 16, generator=g))
+    assert torch.isfinite(grouped(torch.randn(2, 4, 3, generator=g), torch.rand(2, generator=g), cond)).all()
+
+
+def test_bind_resizes_input_output_and_drops_cross_attention():
+    dit = small_dit()
+    dit.bind(latent_channels=5, cond_channels=7, cross_attention=False)
+    assert dit.proj_in.in_features == 12 and dit.final.linear.out_features == 5
+    assert not dit.has_cross_attention
+    dit.bind(latent_channels=5, cond_channels=7, cross_attention=True)
+    assert dit.has_cross_attention
+
+
+def test_paper_backbone_size():
+    with torch.device("meta"):
+        dit = DiT(depth=10, width=1536, heads=24, head_dim=64, ffn="swiglu", ffn_hidden=6144, timestep="token",
+                  rope="partial", rope_dims=32, context_dim=768, cross_kv_heads=12).bind(128, 1824, True)
+    w, ctx, kv = 1536, 768, 12 * 64
+    per_block = 4 * w * w + 4 * w + (2 * w * w + 2 * ctx * kv + 2 * w) + (w * 2 * 6144 + 2 * 6144 + 6144 * w + w)
+    extra = (256 * w + w + w * w + w) + (1952 * w + w) + (2 * w + w * 128 + 128)
+    assert sum(p.numel() for p in dit.parameters()) == 10 * per_block + extra

@@ -1,0 +1,142 @@
+"""FlowModel: classifier-free dropout statistics, absent conditions, conditions encoded once, CFG batched
+into one backbone call per step, seeded determinism, and padding-free losses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.engine.components import FeatureEncoder, make_model, small_dit
+from vssflow.core.flow import FlowMatching
+from vssflow.core.sequence import SequenceSpec
+from vssflow.registry import create
+
+SPEC = SequenceSpec(16000, 640, 1.0)  # 25 latent frames
+
+
+def _model(seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    conditions = {
+        "video": (FeatureEncoder(6, 10.0), create("aggregator", "cross-attn", projection="linear")),
+        "sync": (FeatureEncoder(4, 25.0), create("aggregator", "channel-concat", dim=3, projection="linear")),
+        "speaker": (FeatureEncoder(5, None), create("aggregator", "global")),
+    }
+    model = make_model(conditions, SPEC, backbone=small_dit(timestep="token"), **kwargs)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # leave the zero init so the output depends on everything
+        for p in model.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def _conditions(b: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "video": {"x": torch.randn(b, 10, 6, generator=g), "mask": torch.ones(b, 10, dtype=torch.bool),
+                  "present": torch.ones(b, dtype=torch.bool)},
+        "sync": {"x": torch.randn(b, 25, 4, generator=g), "mask": torch.ones(b, 25, dtype=torch.bool),
+                 "present": torch.ones(b, dtype=torch.bool)},
+        "speaker": {"x": torch.randn(b, 1, 5, generator=g), "present": torch.ones(b, dtype=torch.bool)},
+    }
+
+
+def _batch(b: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed + 100)
+    return {"latent": torch.randn(b, 25, 4, generator=g), "conditions": _conditions(b, seed),
+            "seeds": torch.arange(b) + 1000 * seed}
+
+
+def test_dropout_is_per_sample_and_per_condition():
+    model = _model(dropout={"video": 0.3, "sync": 0.0, "speaker": 0.5}, cond_dropout=0.2)
+    drop = model.sample_dropout(40_000, generator=torch.Generator().manual_seed(0))
+    rate = {k: v.float().mean().item() for k, v in drop.items()}
+    assert rate["sync"] == pytest.approx(0.2, abs=0.01)  # only the joint drop
+    assert rate["video"] == pytest.approx(1 - 0.7 * 0.8, abs=0.01)
+    assert rate["speaker"] == pytest.approx(1 - 0.5 * 0.8, abs=0.01)
+    both = (drop["video"] & drop["speaker"]).float().mean().item()
+    assert both == pytest.approx(0.2 + 0.8 * 0.3 * 0.5, abs=0.01)  # independent apart from the joint drop
+    assert drop["video"][:100].unique().numel() == 2  # samples of one batch decide separately
+    assert (drop["sync"] <= drop["video"]).all() and (drop["sync"] <= drop["speaker"]).all()
+
+
+def test_per_batch_dropout_decides_once_per_batch():
+    model = _model(cond_dropout=0.5, dropout_mode="per-batch")
+    decisions = []
+    for i in range(400):
+        drop = model.sample_dropout(16, generator=torch.Generator().manual_seed(i))
+        assert all(v.unique().numel() == 1 for v in drop.values())
+        decisions.append(bool(drop["video"][0]))
+    assert sum(decisions) / len(decisions) == pytest.approx(0.5, abs=0.08)
+
+
+def test_a_missing_condition_is_the_same_as_absent_samples():
+    model = _model().eval()
+    b = 3
+    x, t = torch.randn(b, 25, 4), torch.rand(b)
+    conds = _conditions(b)
+    conds["speaker"]["present"] = torch.zeros(b, dtype=torch.bool)
+    with_absent = model.aggregate(model.encode_conditions(conds, b), b, 25)
+    del conds["speaker"]
+    missing = model.aggregate(model.encode_conditions(conds, b), b, 25)
+    torch.testing.assert_close(model.velocity(x, t, with_absent), model.velocity(x, t, missing))
+
+
+def test_generate_encodes_once_and_calls_the_backbone_once_per_step_with_all_guidance_variants():
+    model = _model(sampler=create("sampler", "euler", steps=6, guidance=3.0, condition_guidance={"sync": 5.0})).eval()
+    calls = []
+    model.backbone.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    out = model.generate(_conditions(2), seed=0, decode=False)
+    assert [e.calls for e in model.encoders.values()] == [1, 1, 1]
+    # recipe order video, sync, speaker; scales 3, 5, 3 -> variants {}, {video}, {video, sync}, all
+    assert calls == [4 * 2] * 6 and out.nfe == 6
+    assert out.latent.shape == (2, 25, 4)
+    plain = model.generate(_conditions(2), seed=0, guidance=1.0, condition_guidance={}, decode=False)
+    assert calls[-1] == 2 and plain.nfe == 6  # no guidance: the conditional pass only
+
+
+def test_generate_is_deterministic_under_a_seed_and_decodes():
+    model = _model(sampler=create("sampler", "heun", steps=3, guidance=2.0)).eval()
+    a = model.generate(_conditions(2), seed=5)
+    b = model.generate(_conditions(2), seed=5)
+    c = model.generate(_conditions(2), seed=6)
+    assert torch.equal(a.latent, b.latent) and not torch.equal(a.latent, c.latent)
+    assert a.mel.shape == (2, 4, 25)
+    assert model.generate(_conditions(2), seed=5, duration=0.5, decode=False).latent.shape == (2, 13, 4)
+
+
+def test_seeded_losses_do_not_depend_on_batch_split():
+    model = _model(cond_dropout=0.3).train()
+    batch = _batch(4)
+    full, drop = model.loss_terms(batch)
+    halves = []
+    for sl in (slice(0, 2), slice(2, 4)):
+        part = {"latent": batch["latent"][sl], "seeds": batch["seeds"][sl],
+                "conditions": {k: {kk: vv[sl] for kk, vv in v.items()} for k, v in batch["conditions"].items()}}
+        halves.append(model.loss_terms(part)[0].per_sample)
+    torch.testing.assert_close(torch.cat(halves), full.per_sample)
+    again, _ = model.loss_terms(batch)
+    assert torch.equal(again.loss, full.loss)
+
+
+@pytest.mark.parametrize("loss_mask", [True, False])
+def test_padding_does_not_change_the_loss_of_a_sample(loss_mask):
+    model = _model(flow=FlowMatching(loss_mask=loss_mask)).eval()  # eval: no dropout
+    batch = _batch(1)
+    short = {**batch, "latent": batch["latent"][:, :15], "latent_lengths": torch.tensor([15])}
+    short["conditions"] = {k: dict(v) for k, v in batch["conditions"].items()}
+    short["conditions"]["sync"] = {"x": batch["conditions"]["sync"]["x"][:, :15],
+                                   "mask": torch.ones(1, 15, dtype=torch.bool), "present": torch.ones(1, dtype=torch.bool)}
+    padded = {**short, "latent": torch.cat([short["latent"], 30 * torch.randn(1, 10, 4)], 1)}
+    padded["conditions"] = {**short["conditions"], "sync": {
+        "x": torch.cat([short["conditions"]["sync"]["x"], 30 * torch.randn(1, 10, 4)], 1),
+        "mask": torch.arange(25)[None] < 15, "present": torch.ones(1, dtype=torch.bool)}}
+    a, b = model.loss(short), model.loss(padded)
+    assert torch.allclose(a, b, atol=1e-6) == loss_mask
+
+
+def test_loss_reaches_every_trainable_parameter_and_frozen_encoders_get_none():
+    model = _model(cond_dropout=0.5).train()
+    model.loss(_batch(4)).backward()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(model.get_parameter(n).grad is not None for n in trainable)
+    assert all(e.frozen for e in model.encoders.values())
