@@ -88,7 +88,8 @@ def test_raising_hook_is_reported_and_its_partial_registrations_discarded(regist
     registry.register_plugin(_plugin(), name="fine")
     assert [f.plugin for f in registry.failures()] == ["broken"]
     assert "RuntimeError: boom" in registry.failures()[0].error
-    assert registry.catalog.names("encoder") == ["thing"]
+    names = registry.catalog.names("encoder")
+    assert "thing" in names and "half-done" not in names
 
 
 def test_bad_registration_arguments_are_plugin_errors(registry):
@@ -100,7 +101,7 @@ def test_bad_registration_arguments_are_plugin_errors(registry):
     module.register_encoders = hookimpl(hook)
     registry.register_plugin(module, name="bad-params")
     assert "pydantic model" in registry.failures()[0].error
-    assert registry.catalog.names("encoder") == []
+    assert "x" not in registry.catalog.names("encoder")
 
 
 def test_builtins_listed_with_distribution_and_version():
