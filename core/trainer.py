@@ -153,6 +153,34 @@ class EMA:
                 self.shadow[n] = state[n].detach().float().clone()
 
 
+@dataclass(frozen=True)
+class _Order:
+    """(step, micro-batch) pairs of steps [first, last), lazily."""
+
+    first: int
+    last: int
+    accum: int
+
+    def __iter__(self):
+        return ((s, m) for s in range(self.first, self.last) for m in range(self.accum))
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first) * self.accum
+
+
+class _Keys:
+    """A lazy batch sampler: the dataset keys of each (step, micro-batch) of an `_Order`."""
+
+    def __init__(self, order: _Order, keys: Callable[[int, int], list[Any]]):
+        self.order, self.keys = order, keys
+
+    def __iter__(self):
+        return (self.keys(s, m) for s, m in self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
 class _LossModule(nn.Module):
     """Exposes model.loss as forward, so DistributedDataParallel synchronises its gradients."""
 
@@ -305,18 +333,32 @@ class Trainer:
         return self._tb or None
 
     # the loop --------------------------------------------------------------------------------------------
-    def _micro_batches(self, step: int):
-        for micro in range(self.settings.grad_accum):
-            idx = self.plan.global_indices(step, micro)[self.dist.rank :: self.dist.world]
-            pos = self.plan.positions(step, micro)[self.dist.rank :: self.dist.world]
-            if hasattr(self.dataset, "set_epoch"):  # (index, epoch) keys: crops depend on the epoch, not on state
-                epochs = self.plan.epochs(step, micro)[self.dist.rank :: self.dist.world]
-                samples = [self.dataset[(i, e)] for i, e in zip(idx, epochs, strict=True)]
-            else:
-                samples = [self.dataset[i] for i in idx]
-            batch = self.collate(samples)
-            batch["seeds"] = torch.tensor([mix_seed(self.settings.seed, 0x5EED, p) for p in pos], dtype=torch.long)
-            yield _to_device(batch, self.device)
+    def _keys(self, step: int, micro: int) -> list[Any]:
+        """This process's dataset keys for one micro-batch: indices, or (index, epoch) for epoch-aware sets."""
+        idx = self.plan.global_indices(step, micro)[self.dist.rank :: self.dist.world]
+        if hasattr(self.dataset, "set_epoch"):  # crops then depend on the epoch, never on loader state
+            epochs = self.plan.epochs(step, micro)[self.dist.rank :: self.dist.world]
+            return list(zip(idx, epochs, strict=True))
+        return idx
+
+    def _seeds(self, step: int, micro: int) -> torch.Tensor:
+        pos = self.plan.positions(step, micro)[self.dist.rank :: self.dist.world]
+        return torch.tensor([mix_seed(self.settings.seed, 0x5EED, p) for p in pos], dtype=torch.long)
+
+    def _batches(self, first: int, last: int):
+        """(step, micro, batch) for steps [first, last), loaded ahead by `num_workers` processes."""
+        from torch.utils.data import DataLoader
+
+        accum = self.settings.grad_accum
+        order = _Order(first, last, accum)
+        workers = self.settings.num_workers
+        loader = DataLoader(
+            self.dataset, batch_sampler=_Keys(order, self._keys), collate_fn=self.collate,
+            num_workers=workers, prefetch_factor=2 if workers else None, pin_memory=self.device.type == "cuda",
+        )
+        for (s, m), batch in zip(order, loader, strict=True):
+            batch["seeds"] = self._seeds(s, m)
+            yield s, m, _to_device(batch, self.device)
 
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         use_bf16 = self.settings.precision == "bf16" and self.device.type == "cuda"
@@ -328,13 +370,15 @@ class Trainer:
             loss, logs = out, {}
         return loss, {k: float(v) for k, v in logs.items()}
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step (all micro-batches); returns logged values."""
+    def train_step(self, batches: list[dict[str, Any]] | None = None) -> dict[str, float]:
+        """One optimizer step over its micro-batches (loaded here unless given); returns logged values."""
+        if batches is None:
+            batches = [b for _, _, b in self._batches(self.step, self.step + 1)]
         self.model.train()
         lr = self._set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         total, logs = 0.0, {}
-        for batch in self._micro_batches(self.step):
+        for batch in batches:
             loss, logs = self._loss(batch)
             (loss / self.settings.grad_accum).backward()
             total += float(loss.detach()) / self.settings.grad_accum
@@ -355,8 +399,13 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True)
         t0, s0 = time.perf_counter(), self.step
-        while self.step < total:
-            record = self.train_step()
+        pending: list[dict[str, Any]] = []
+        for _, micro, batch in self._batches(self.step, total):
+            pending.append(batch)
+            if micro + 1 < self.settings.grad_accum:
+                continue
+            record = self.train_step(pending)
+            pending = []
             bar.update(1)
             rate = (self.step - s0) / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{record['loss']:.4f}", steps_s=f"{rate:.2f}")
