@@ -18,6 +18,9 @@ _LAZY = {
     "create": "vssflow.registry",
     "list_components": "vssflow.registry",
     "hookimpl": "vssflow.registry",
+    "train": "vssflow.training",
+    "load_pipeline": "vssflow.generation",
+    "run_demo": "vssflow.demo",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -30,6 +30,7 @@ DEMO_OVERRIDES = (
     "train.ckpt_every=100",
     "train.log_every=25",
     "train.val_every=0",
+    "train.num_workers=1",
 )
 HELD_OUT_PER_FAMILY = 3
 METRICS = ("onset-f1", "mel-distance", "envelope-corr")
@@ -45,7 +46,7 @@ def _labels(record: Any) -> dict[str, Any]:
 
 def run_demo(
     out: str | Path = "runs/demo",
-    recipe: str = "unified-tiny",
+    recipe: str = "unified-demo",
     clips: int | None = None,
     steps: int | None = None,
     overrides: list[str] | tuple[str, ...] = (),

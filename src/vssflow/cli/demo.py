@@ -9,7 +9,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the `demo` subcommand."""
     p = sub.add_parser("demo", help="end to end on this machine: data, training, generation, report")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    p.add_argument("--recipe", default="unified-tiny", help="recipe (default: unified-tiny)")
+    p.add_argument("--recipe", default="unified-demo", help="recipe (default: unified-demo)")
     p.add_argument("--clips", type=int, default=None, help="synthetic training clips")
     p.add_argument("--steps", type=int, default=None, help="training steps")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
