@@ -1,0 +1,100 @@
+"""`vssflow data synth|manifest|check`: make the synthetic benchmark, build manifests, validate manifests."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+LAYOUT_NAMES = ("vggsound", "lrs", "grid", "chem")
+FAMILY_NAMES = ("v2s", "visualtts", "mix")
+
+
+def _families(text: str) -> tuple[str, ...]:
+    names = tuple(f.strip() for f in text.split(",") if f.strip())
+    bad = [f for f in names if f not in FAMILY_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown families {bad}; choose from {','.join(FAMILY_NAMES)}")
+    return names
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the `data` subcommand group."""
+    p = sub.add_parser("data", help="synthetic benchmark, dataset manifests and their validation")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    synth = dsub.add_parser("synth", help="generate the synthetic audio-visual benchmark (mp4 + wav + labels)")
+    synth.add_argument("--out", required=True, help="output folder (reused if complete with the same settings)")
+    synth.add_argument("--clips", type=int, default=1000, help="number of clips (default 1000)")
+    synth.add_argument("--seconds", type=float, default=4.0, help="clip length in seconds (default 4)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; clip i depends only on (seed, i)")
+    synth.add_argument("--families", type=_families, default=FAMILY_NAMES, metavar="F,F",
+                       help="comma-separated families: v2s, visualtts, mix (default: all)")
+    synth.add_argument("--size", type=int, default=96, help="frame size in pixels (default 96)")
+    synth.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    synth.add_argument("--no-progress", action="store_true", help="no progress bar")
+    synth.set_defaults(func=run_synth)
+
+    manifest = dsub.add_parser("manifest", help="build a manifest from a dataset folder of a known layout")
+    manifest.add_argument("root", metavar="ROOT", help="dataset folder")
+    manifest.add_argument("--layout", required=True, choices=LAYOUT_NAMES, help="folder layout (see docs/data.md)")
+    manifest.add_argument("--out", required=True, metavar="M.jsonl", help="manifest to write")
+    manifest.set_defaults(func=run_manifest)
+
+    check = dsub.add_parser("check", help="validate a manifest: fields, files, and with --probe the media itself")
+    check.add_argument("manifest", metavar="M.jsonl")
+    check.add_argument("--probe", action="store_true", help="also open every media file (slower)")
+    check.add_argument("--workers", type=int, default=1, help="threads for --probe")
+    check.add_argument("--max-errors", type=int, default=20, help="problems to print (default 20)")
+    check.set_defaults(func=run_check)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """Generate the synthetic set and print its summary."""
+    import time
+
+    from vssflow.core.synth import SynthConfig, generate, read_config
+
+    if args.workers < 1:
+        from vssflow.core.errors import VssflowError
+
+        raise VssflowError(f"--workers must be >= 1, got {args.workers}")
+    config = SynthConfig(clips=args.clips, seconds=args.seconds, seed=args.seed, families=tuple(args.families),
+                         size=args.size)
+    started = time.perf_counter()
+    manifest = generate(args.out, config, workers=args.workers, progress=not args.no_progress)
+    elapsed = time.perf_counter() - started
+    summary = read_config(args.out) or {}
+    fams = ", ".join(f"{k}: {v}" for k, v in summary.get("families", {}).items())
+    splits = ", ".join(f"{k}: {v}" for k, v in summary.get("splits", {}).items())
+    print(f"{manifest}  ({config.clips} clips of {config.seconds:g} s; {fams}; {splits}; {elapsed:.1f} s)")
+    return 0
+
+
+def run_manifest(args: argparse.Namespace) -> int:
+    """Scan ROOT with the chosen layout and write the manifest."""
+    from vssflow.core.manifest import build_manifest
+
+    report = build_manifest(args.layout, args.root, args.out)
+    print(f"{args.out}: {report.summary()}")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Report every problem of a manifest; exit 2 if there is any."""
+    from collections import Counter
+
+    from vssflow.core.errors import VssflowError
+    from vssflow.core.manifest import check_manifest
+
+    records, problems = check_manifest(args.manifest, probe_media=args.probe, workers=args.workers)
+    for problem in problems[: args.max_errors]:
+        print(problem.message, file=sys.stderr)
+    if len(problems) > args.max_errors:
+        print(f"... and {len(problems) - args.max_errors} more", file=sys.stderr)
+    tasks = Counter(r.task for r in records)
+    hours = sum(r.seconds or 0.0 for r in records) / 3600
+    print(f"{args.manifest}: {len(records)} valid clips (" + ", ".join(f"{k}: {v}" for k, v in sorted(tasks.items()))
+          + (f"; {hours:.2f} h where lengths are known" if hours else "") + ")")
+    if problems:
+        raise VssflowError(f"{args.manifest}: {len(problems)} problem(s), first: {problems[0].message}")
+    return 0
