@@ -141,8 +141,10 @@ class FlowModel(nn.Module):
             entry = conditions[name]
             if isinstance(entry, Condition):
                 cond, present = entry, None
+            elif entry.get("encoded"):  # features from the cache of a frozen encoder: skip the encoder
+                cond, present = Condition(entry["x"], entry.get("mask"), self.encoders[name].fps), entry.get("present")
             else:
-                extras = {k: v for k, v in entry.items() if k not in ("x", "mask", "present")}
+                extras = {k: v for k, v in entry.items() if k not in ("x", "mask", "present", "encoded")}
                 encoder = self.encoders[name]
                 with torch.set_grad_enabled(torch.is_grad_enabled() and not getattr(encoder, "frozen", False)):
                     cond = encoder(entry["x"], entry.get("mask"), **extras)
