@@ -139,6 +139,8 @@ class FlowModel(nn.Module):
             if name not in conditions:
                 continue
             entry = conditions[name]
+            if not isinstance(entry, Condition) and entry.get("present") is not None and not bool(entry["present"].any()):
+                continue  # no sample carries it (a V2S-only batch has no voice): absent, its encoder never sees padding
             if isinstance(entry, Condition):
                 cond, present = entry, None
             elif entry.get("encoded"):  # features from the cache of a frozen encoder: skip the encoder

@@ -68,6 +68,7 @@ def run_demo(
         f"data.params.root={out / 'data'}",
         f"data.params.clips={clips or DEMO_CLIPS}",
         f"data.params.seconds={base.audio.duration_s}",
+        "data.params.families=[v2s,visualtts,mix]",
         "data.params.workers=2",
         f"train.steps={steps or DEMO_STEPS}",
         *DEMO_OVERRIDES,

@@ -19,3 +19,12 @@ def test_encoded_entries_skip_the_encoder_and_match_its_output():
     from_cache = model.encode_conditions(cached, 2)["video"].condition
     assert torch.equal(from_cache.features, from_raw.features) and from_cache.fps == from_raw.fps
     assert torch.equal(from_cache.valid, from_raw.valid)
+
+
+def test_a_condition_no_sample_carries_is_absent_and_its_encoder_does_not_run():
+    model = build(str(MICRO)).model.eval()
+    calls = []
+    model.encoders["video"].register_forward_hook(lambda *a: calls.append(1))
+    absent = {"video": {"x": torch.zeros(2, 1, 3, 16, 16), "mask": torch.zeros(2, 1, dtype=torch.bool),
+                        "present": torch.zeros(2, dtype=torch.bool)}}
+    assert model.encode_conditions(absent, 2) == {} and calls == []
