@@ -32,7 +32,7 @@ DEMO_OVERRIDES = (
     "train.val_every=0",
     "train.num_workers=1",
 )
-HELD_OUT_PER_FAMILY = 3
+HELD_OUT_PER_FAMILY = 8
 METRICS = ("onset-f1", "mel-distance", "envelope-corr")
 
 
