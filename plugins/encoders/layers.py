@@ -1,0 +1,111 @@
+"""Small building blocks shared by the built-in encoders: per-frame CNN, masked temporal conv, ConvNeXt-V2.
+
+Shapes: N frames flattened over batch and time, B batch, L frames, D features. Masks: True = valid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vssflow.core.errors import ContractError
+
+
+def component_label(module: Any, kind: str = "encoder") -> str:
+    """`encoder 'tiny-cnn'` when built through the registry, else the class name (for error messages)."""
+    info = getattr(module, "vssflow_component", None)
+    return f"{kind} {info.name!r}" if info is not None else f"{kind} {type(module).__name__}"
+
+
+def check_fps(module: Any, declared: float | None, given: float | None) -> None:
+    """ContractError when the input says it was sampled at another fps than the encoder declares."""
+    if declared is not None and given is not None and abs(float(given) - float(declared)) > 1e-3:
+        raise ContractError(
+            f"{component_label(module)}: expected input at {declared:g} fps, got {float(given):g} fps "
+            f"(re-read the input at the encoder's fps)"
+        )
+
+
+def norm_groups(channels: int) -> int:
+    """GroupNorm group count for `channels` (8, 4, 2 or 1, whichever divides)."""
+    # GroupNorm rather than BatchNorm: statistics independent of the batch, so outputs are too
+    for g in (8, 4, 2):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class FrameCNN(nn.Module):
+    """Per-frame 2D conv stack (stride 2 per stage) + global average pool + linear: (N, C, H, W) -> (N, D)."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], out_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for ch in channels:
+            layers += [nn.Conv2d(prev, ch, 3, stride=2, padding=1), nn.GroupNorm(norm_groups(ch), ch), nn.SiLU()]
+            prev = ch
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Linear(prev, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, D)."""
+        return self.proj(self.convs(x).mean(dim=(-2, -1)))
+
+
+class TemporalConv(nn.Module):
+    """Pre-norm residual 1D conv over time; invalid frames are zeroed first so padding never leaks in."""
+
+    def __init__(self, dim: int, kernel_size: int = 3, dilation: int = 1):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.conv = nn.Conv1d(dim, dim, kernel_size, padding=dilation * (kernel_size - 1) // 2, dilation=dilation)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B, L, D), mask (B, L) -> (B, L, D)."""
+        h = F.silu(self.norm(x))
+        if mask is not None:
+            h = h * mask[..., None].to(h.dtype)
+        return x + self.conv(h.transpose(1, 2)).transpose(1, 2)
+
+
+class GRN(nn.Module):
+    """Global response normalisation over time (ConvNeXt-V2), zero-initialised so a block starts as identity."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, L, D) -> (B, L, D)."""
+        gx = torch.norm(x, p=2, dim=1, keepdim=True)  # (B, 1, D)
+        nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+        return self.gamma * (x * nx) + self.beta + x
+
+
+class ConvNeXtV2Block(nn.Module):
+    """Depthwise conv, LayerNorm, MLP with GRN, residual (the F5-TTS text refiner block). (B, L, D) -> (B, L, D)."""
+
+    def __init__(self, dim: int, intermediate_dim: int, kernel_size: int = 7):
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, intermediate_dim)
+        self.grn = GRN(intermediate_dim)
+        self.down = nn.Linear(intermediate_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, L, D) -> (B, L, D)."""
+        h = self.dwconv(x.transpose(1, 2)).transpose(1, 2)  # (B, L, D)
+        h = self.grn(F.gelu(self.up(self.norm(h))))  # (B, L, I)
+        return x + self.down(h)
+
+
+def luma(frames: Tensor) -> Tensor:
+    """(..., 3, H, W) RGB in [0, 1] -> (..., 1, H, W) ITU-R BT.601 luma."""
+    weights = frames.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    return (frames * weights).sum(dim=-3, keepdim=True)

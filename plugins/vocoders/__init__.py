@@ -1,0 +1,100 @@
+"""Built-in vocoders: natural-log mel (B, M, F) -> waveform (B, F * hop).
+
+Params models live here (pydantic only); factories import torch/torchaudio when called, so listing plugins
+stays fast. A component's params are exactly its constructor arguments; `path` loads a local folder
+(config.json + model.safetensors) whose config then defines the architecture.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Positive = Annotated[int, Field(gt=0)]
+
+
+class _MelParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_fft: Positive = 1024
+    win_length: Positive = 1024
+    f_min: Annotated[float, Field(ge=0)] = 0.0
+    f_max: Annotated[float, Field(gt=0)] | None = None  # None: Nyquist
+    log_floor: Annotated[float, Field(gt=0)] = 1e-5
+
+
+class GriffinLimParams(_MelParams):
+    """Mel analysis to invert, and the Griffin-Lim iterations (momentum 0.99 = fast Griffin-Lim)."""
+
+    sample_rate: Positive = 16000
+    n_mels: Positive = 64
+    hop_length: Positive = 160
+    n_iter: Positive = 32
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.99
+    rand_init: bool = True
+
+
+class HiFiGANParams(_MelParams):
+    """HiFi-GAN V1 (SpeechT5HifiGanConfig keys; defaults = AudioLDM2's vocoder) from a local folder or random."""
+
+    path: str | None = None  # folder with config.json + model.safetensors (AudioLDM2's vocoder/ folder works)
+    model_in_dim: Positive = 64
+    sampling_rate: Positive = 16000
+    upsample_initial_channel: Positive = 1024
+    upsample_rates: list[Positive] = Field(default_factory=lambda: [5, 4, 2, 2, 2])
+    upsample_kernel_sizes: list[Positive] = Field(default_factory=lambda: [16, 16, 8, 4, 4])
+    resblock_kernel_sizes: list[Positive] = Field(default_factory=lambda: [3, 7, 11])
+    resblock_dilation_sizes: list[list[Positive]] = Field(default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]])
+    leaky_relu_slope: float = 0.1
+    normalize_before: bool = False
+
+
+class VocosParams(_MelParams):
+    """Vocos-style vocoder; `path` loads what `vssflow train-vocoder` wrote."""
+
+    path: str | None = None
+    sample_rate: Positive = 16000
+    n_mels: Positive = 64
+    hop_length: Positive = 160
+    dim: Positive = 512
+    intermediate_dim: Positive = 1536
+    layers: Annotated[int, Field(ge=0)] = 8
+    head_n_fft: Positive | None = None  # None: 4 * hop_length
+
+
+def _griffin_lim(**params):
+    from .griffin_lim import GriffinLimVocoder
+
+    return GriffinLimVocoder(**params)
+
+
+def _hifigan(path: str | None = None, **params):
+    from .hifigan import HiFiGANVocoder
+
+    return HiFiGANVocoder(**params) if path is None else HiFiGANVocoder.from_pretrained(path, **params)
+
+
+def _vocos(path: str | None = None, **params):
+    from .vocos import VocosVocoder
+
+    return VocosVocoder(**params) if path is None else VocosVocoder.from_pretrained(path, **params)
+
+
+def register(register) -> None:
+    """Register the built-in vocoders."""
+    register(
+        "griffin-lim", _griffin_lim, params=GriffinLimParams,
+        description="Least-squares inverse mel + fast Griffin-Lim (torchaudio); no training, the default.",
+        tiny={"n_iter": 4},
+    )
+    register(
+        "hifigan", _hifigan, params=HiFiGANParams,
+        description="HiFi-GAN V1 generator; loads AudioLDM2/SpeechT5 vocoder folders (config.json + safetensors).",
+        tiny={"upsample_initial_channel": 16, "upsample_rates": [10, 16], "upsample_kernel_sizes": [20, 32],
+              "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3]]},
+    )
+    register(
+        "vocos", _vocos, params=VocosParams,
+        description="Vocos-style ConvNeXt + iSTFT vocoder, trained with `vssflow train-vocoder`, from a local folder.",
+        tiny={"dim": 16, "intermediate_dim": 32, "layers": 1},
+    )

@@ -1,0 +1,61 @@
+"""`griffin-lim`: the zero-training vocoder. exp(log-mel) -> linear magnitude (torchaudio InverseMelScale,
+least squares on the same Slaney filterbank) -> phase by fast Griffin-Lim (torchaudio GriffinLim, momentum).
+
+torchaudio's Griffin-Lim frames are centred (frame k at sample k * hop); the mel framing of core.audio puts
+frame k's centre at k * hop + hop / 2, so the output is delayed by half a hop (and padded at the end) to line up with the analysed audio.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vssflow.core.interfaces import InputContract, Vocoder
+
+from .base import check_mel_input, vocoder_mel
+
+
+class GriffinLimVocoder(Vocoder):
+    """Natural-log mel (B, M, F) -> waveform (B, F * hop) by least-squares inverse mel and Griffin-Lim."""
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_mels: int = 64,
+        n_fft: int = 1024,
+        win_length: int = 1024,
+        hop_length: int = 160,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        log_floor: float = 1e-5,
+        n_iter: int = 32,
+        momentum: float = 0.99,
+        rand_init: bool = True,
+    ):
+        super().__init__()
+        import torchaudio
+
+        self.mel = vocoder_mel(sample_rate, n_mels, n_fft, win_length, hop_length, f_min, f_max, log_floor)
+        self.inverse_mel = torchaudio.transforms.InverseMelScale(
+            n_fft // 2 + 1, n_mels, sample_rate, f_min, self.mel.f_max, norm="slaney", mel_scale="slaney"
+        )
+        self.griffin_lim = torchaudio.transforms.GriffinLim(
+            n_fft=n_fft, n_iter=n_iter, win_length=win_length, hop_length=hop_length, power=1.0,
+            momentum=momentum, rand_init=rand_init,
+        )
+
+    @property
+    def contract(self) -> InputContract:
+        """Natural-log mel as `mel` describes."""
+        return InputContract("mel", fps=self.mel.frames_per_second, dim=self.mel.n_mels, extra={"mel": self.mel})
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """(B, M, F) natural-log mel -> (B, F * hop)."""
+        check_mel_input(self, mel)
+        frames, hop = mel.shape[-1], self.mel.hop_length
+        magnitude = self.inverse_mel(torch.exp(mel.float()))  # (B, n_fft/2+1, F)
+        # centred frames span (F - 1) * hop samples; asking for more makes GriffinLim re-analyse F + 1 frames
+        self.griffin_lim.length = (frames - 1) * hop
+        wav = self.griffin_lim(magnitude)  # (B, (F - 1) * hop), frame k centred at sample k * hop
+        return F.pad(wav, (hop // 2, hop - hop // 2))  # (B, F * hop), frame k centred at k * hop + hop / 2
