@@ -11,7 +11,7 @@ HEAVY = ("torch", "timm", "diffusers", "av", "cv2", "triton", "torchaudio")
 
 
 def _modules_after(code: str) -> list[str]:
-    probe = code + "\nimport sys\nprint(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
+    probe = code + f"\nimport sys\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return [m for m in out.stdout.strip().split(",") if m]
 
