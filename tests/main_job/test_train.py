@@ -73,3 +73,9 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, synth_root
     # by ~1e-3; floating-point reduction order gives ~1e-6.
     for key in a:
         assert torch.allclose(a[key], b[key], atol=5e-5, rtol=0), f"{key} differs between 1 and 2 processes"
+
+
+def test_an_unsupported_recipe_option_is_refused_not_ignored(tmp_path, synth_root):
+    out = vssflow("train", str(MICRO), "--out", str(tmp_path / "r"), *data_args(synth_root),
+                  "--set", "data.bucketing=true")
+    assert out.returncode == 2 and "data.bucketing" in out.stderr and not (tmp_path / "r").exists()
