@@ -183,6 +183,11 @@ class Vocoder(nn.Module, Conformable):
         """Output sample rate."""
         return self.mel.sample_rate
 
+    @property
+    def contract(self) -> InputContract:
+        """Natural-log mel as `mel` describes."""
+        return InputContract("mel", fps=self.mel.frames_per_second, dim=self.mel.n_mels, extra={"mel": self.mel})
+
     def check_mel(self, mel: MelSpec, source: str = "codec") -> None:
         """ContractError when the incoming mel analysis differs from the one this vocoder expects."""
         for key in ("sample_rate", "hop_length", "n_mels"):

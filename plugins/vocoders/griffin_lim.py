@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vssflow.core.interfaces import InputContract, Vocoder
+from vssflow.core.interfaces import Vocoder
 
 from .base import check_mel_input, vocoder_mel
 
@@ -45,10 +45,6 @@ class GriffinLimVocoder(Vocoder):
             momentum=momentum, rand_init=rand_init,
         )
 
-    @property
-    def contract(self) -> InputContract:
-        """Natural-log mel as `mel` describes."""
-        return InputContract("mel", fps=self.mel.frames_per_second, dim=self.mel.n_mels, extra={"mel": self.mel})
 
     def forward(self, mel: Tensor) -> Tensor:
         """(B, M, F) natural-log mel -> (B, F * hop)."""

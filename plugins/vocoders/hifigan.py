@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vssflow.core.errors import ContractError
-from vssflow.core.interfaces import InputContract, Vocoder
+from vssflow.core.interfaces import Vocoder
 
 from .base import check_mel_input, fold_weight_norm, load_strict, read_folder, vocoder_mel, write_folder
 
@@ -139,10 +139,6 @@ class HiFiGANVocoder(Vocoder):
         """Write config.json (SpeechT5HifiGanConfig keys + the mel analysis) and model.safetensors."""
         return write_folder(path, self.config, self.state_dict())
 
-    @property
-    def contract(self) -> InputContract:
-        """Natural-log mel as `mel` describes (AudioLDM2: 16 kHz, 64 Slaney bins, hop 160)."""
-        return InputContract("mel", fps=self.mel.frames_per_second, dim=self.mel.n_mels, extra={"mel": self.mel})
 
     def forward(self, mel: Tensor) -> Tensor:
         """(B, M, F) natural-log mel -> (B, F * hop)."""

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from vssflow.core.audio import istft_same
 from vssflow.core.errors import ContractError
-from vssflow.core.interfaces import InputContract, Vocoder
+from vssflow.core.interfaces import Vocoder
 
 from .base import check_mel_input, load_strict, read_folder, vocoder_mel, write_folder
 
@@ -97,10 +97,6 @@ class VocosVocoder(Vocoder):
         """Write config.json (the constructor arguments) and model.safetensors."""
         return write_folder(path, self.config, self.state_dict())
 
-    @property
-    def contract(self) -> InputContract:
-        """Natural-log mel as `mel` describes."""
-        return InputContract("mel", fps=self.mel.frames_per_second, dim=self.mel.n_mels, extra={"mel": self.mel})
 
     def forward(self, mel: Tensor) -> Tensor:
         """(B, M, F) natural-log mel -> (B, F * hop)."""
