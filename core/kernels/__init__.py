@@ -120,11 +120,20 @@ def _check_table(cos: torch.Tensor | None, sin: torch.Tensor | None, x: torch.Te
         raise ValueError(f"{what}: per-batch table has batch {cos.shape[0]}, x has {x.shape[0]}")
 
 
+def _tables_need_grad(name: str, op: str, *tables: torch.Tensor | None) -> str:
+    """The triton row kernels give cos/sin no gradient: trainable tables take the PyTorch path (logged)."""
+    if name == "triton" and torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tables):
+        warn_once(f"{op}: cos/sin tables that require grad are differentiated only by the PyTorch path")
+        return "sdpa"
+    return name
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Half-split (GPT-NeoX) RoPE on the first 2 * cos.shape[-1] dims of x (B, H, L, D); the rest pass."""
     _check_table(cos, sin, x, "apply_rope")
     name = resolve_backend(backend, x.device, op="rope", dtype=x.dtype, width=x.shape[-1])
     name = _triton_rows(name, "apply_rope", x, 4)
+    name = _tables_need_grad(name, "apply_rope", cos, sin)
     if name == "triton":
         from .norms import norm_rope
 
@@ -150,7 +159,8 @@ def qk_norm_rope(
 
     q is rotated with (cos, sin) when given. k is rotated with (k_cos, k_sin) when given; otherwise with
     (cos, sin) if Lk == Lq; otherwise (cross-attention with no k table) k is not rotated. Weights are
-    (D,) and shared by all heads; cos/sin are (L, R) or (B, L, R) with 2 * R <= D and get no gradient.
+    (D,) and shared by all heads; cos/sin are (L, R) or (B, L, R) with 2 * R <= D. The triton kernel
+    gives cos/sin no gradient, so tables that require grad take the PyTorch path (logged once).
     """
     if k_cos is None and k_sin is None and cos is not None and k.shape[-2] == q.shape[-2]:
         k_cos, k_sin = cos, sin
@@ -163,6 +173,7 @@ def qk_norm_rope(
     name = resolve_backend(backend, q.device, op="qk_norm_rope", dtype=q.dtype, width=q.shape[-1])
     name = _triton_rows(name, "qk_norm_rope", q, 4)
     name = _triton_rows(name, "qk_norm_rope", k, 4)
+    name = _tables_need_grad(name, "qk_norm_rope", cos, sin, k_cos, k_sin)
     if name == "triton" and q.dtype != k.dtype:
         warn_once(f"qk_norm_rope: the triton kernel wants q and k of one dtype, got {q.dtype} and {k.dtype}")
         name = "sdpa"

@@ -6,7 +6,8 @@ backward launch (plus a tiny torch sum over per-program partials for broadcast w
   with one side. Reads strided (B, H, L, D) views, e.g. heads sliced out of a fused QKV projection.
 - `adaln_modulate`: LayerNorm without affine, then * (1 + scale) + shift.
 - `gated_residual`: x + gate * y.
-All math is fp32 in registers; inputs and outputs keep their dtype. cos/sin tables get no gradient.
+All math is fp32 in registers; inputs and outputs keep their dtype. cos/sin tables get no gradient here
+(the dispatcher sends trainable tables to the PyTorch path).
 This module imports triton at import time: load it only from the triton path of the dispatcher.
 """
 

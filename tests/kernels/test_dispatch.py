@@ -108,3 +108,21 @@ def test_import_does_not_import_triton():
     code = "import sys, vssflow.core.kernels as k; k.attention; assert 'triton' not in sys.modules, 'triton'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_trainable_rope_tables_take_the_differentiable_path(monkeypatch, caplog):
+    """The triton row kernels give cos/sin no gradient; tables that need one must not lose it silently."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    caplog.set_level(logging.WARNING, logger="vssflow.kernels")
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 2, 6, 32, generator=g) for _ in range(2))
+    angles = torch.randn(6, 8, generator=g)
+    grads = {}
+    for backend in ("triton", "reference"):
+        phase = angles.clone().requires_grad_(True)
+        qo, ko = kernels.qk_norm_rope(q, k, cos=phase.cos(), sin=phase.sin(), backend=backend)
+        (qo.square().sum() + (ko * qo).sum()).backward()
+        grads[backend] = phase.grad
+    assert any("require grad" in line for line in fallback_lines(caplog))
+    assert grads["triton"] is not None and grads["triton"].abs().sum() > 0
+    assert_verbose_allclose(grads["triton"], grads["reference"], 1e-4, 1e-4, name="d phase")
