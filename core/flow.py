@@ -69,11 +69,13 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> tupl
 
 @dataclass
 class FlowLoss:
-    """One evaluation of the objective: scalar loss, per-sample loss (B,), and the times used (B,)."""
+    """One evaluation of the objective: scalar loss, per-sample loss (B,), the times used (B,), and how many
+    elements the scalar averages (data parallelism re-weights ranks by it so that the global mean is exact)."""
 
     loss: Tensor
     per_sample: Tensor
     t: Tensor
+    count: Tensor
 
 
 class FlowMatching:
@@ -125,8 +127,10 @@ class FlowMatching:
             x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)  # (B, T, C)
         xt = self.interpolate(x0, x1, t)  # (B, T, C)
         pred = fn(t, xt)  # (B, T, C)
-        loss, per_sample = masked_mse(pred, self.target(x0, x1), mask if self.loss_mask else None)
-        return FlowLoss(loss, per_sample, t)
+        used = mask if self.loss_mask else None
+        loss, per_sample = masked_mse(pred, self.target(x0, x1), used)
+        count = (used.sum() * x1.shape[-1] if used is not None else torch.tensor(x1.numel())).to(torch.float32)
+        return FlowLoss(loss, per_sample, t, count.clamp_min(1.0))
 
     @staticmethod
     def to_data(fn: Callable[[float, Tensor], Tensor], x0: Tensor, sampler: Callable[..., object]) -> object:

@@ -182,14 +182,21 @@ class _Keys:
 
 
 class _LossModule(nn.Module):
-    """Exposes model.loss as forward, so DistributedDataParallel synchronises its gradients."""
+    """Exposes the model's loss as forward, so DistributedDataParallel synchronises its gradients.
+
+    Returns (loss, count): count is how many elements the scalar averages, or None when the model does not
+    say (then every rank weighs the same).
+    """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict[str, Any]) -> Any:
-        return self.model.loss(batch)
+    def forward(self, batch: dict[str, Any]) -> tuple[Any, torch.Tensor | None]:
+        if hasattr(self.model, "loss_terms"):
+            result = self.model.loss_terms(batch)[0]
+            return result.loss, result.count
+        return self.model.loss(batch), None
 
 
 @dataclass
@@ -360,15 +367,22 @@ class Trainer:
             batch["seeds"] = self._seeds(s, m)
             yield s, m, _to_device(batch, self.device)
 
-    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, float]:
+        """(loss to back-propagate, the global mean loss to log) for one micro-batch."""
         use_bf16 = self.settings.precision == "bf16" and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = self.wrapped(batch)
-        if isinstance(out, tuple):
-            loss, logs = out
-        else:
-            loss, logs = out, {}
-        return loss, {k: float(v) for k, v in logs.items()}
+            loss, count = self.wrapped(batch)
+        if self.dist.world == 1 or count is None:
+            return loss, float(loss.detach())
+        # Each rank averages over its own valid elements; DDP then averages ranks. Weighting rank r by
+        # world * count_r / total makes that the mean over all valid elements of the global micro-batch,
+        # as one process would compute it, even when ranks hold clips of different lengths.
+        import torch.distributed as dist
+
+        sums = torch.stack([loss.detach().float() * count, count.float()]).to(self.device)
+        dist.all_reduce(sums)
+        share = count.float() * self.dist.world / sums[1]
+        return loss * share.to(loss.dtype), float(sums[0] / sums[1])
 
     def train_step(self, batches: list[dict[str, Any]] | None = None) -> dict[str, float]:
         """One optimizer step over its micro-batches (loaded here unless given); returns logged values."""
@@ -377,11 +391,11 @@ class Trainer:
         self.model.train()
         lr = self._set_lr()
         self.optimizer.zero_grad(set_to_none=True)
-        total, logs = 0.0, {}
+        total = 0.0
         for batch in batches:
-            loss, logs = self._loss(batch)
+            loss, logged = self._loss(batch)
             (loss / self.settings.grad_accum).backward()
-            total += float(loss.detach()) / self.settings.grad_accum
+            total += logged / self.settings.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip or float("inf"))
         if not torch.isfinite(grad_norm):
             raise FloatingPointError(f"non-finite gradient norm at step {self.step}; lower train.lr or check the data")
@@ -389,7 +403,7 @@ class Trainer:
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.model, self.step)
-        return {"loss": total, "lr": lr, "grad_norm": float(grad_norm), **logs}
+        return {"loss": total, "lr": lr, "grad_norm": float(grad_norm)}
 
     def fit(self, steps: int | None = None) -> Path | None:
         """Train until `steps` (default: settings.steps); checkpoint periodically and at the end."""

@@ -54,10 +54,26 @@ def test_kill_9_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, 
     assert not [p for p in (killed / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
+def uneven_manifest(synth_root: Path, out: Path) -> Path:
+    """The synthetic clips cut to 0.55-1.0 s: ranks then hold different numbers of valid latent frames."""
+    lines = []
+    for i, line in enumerate((synth_root / "manifest.jsonl").read_text().splitlines()):
+        rec = json.loads(line)
+        for key in ("video", "audio", "labels"):
+            rec[key] = str(synth_root / rec[key])
+        rec["end"] = rec["duration"] = (0.55, 1.0, 0.7, 0.85)[i % 4]
+        lines.append(json.dumps(rec))
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, synth_root):
+    """Exact even when the two ranks' clips have different valid lengths (the loss is re-weighted)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    args = ["--no-progress", "--device", "cpu", "--set", "train.steps=3", *data_args(synth_root)]
+    manifest = uneven_manifest(synth_root, tmp_path / "uneven.jsonl")
+    args = ["--no-progress", "--device", "cpu", "--set", "train.steps=3", "--set", "data.name=manifest",
+            "--set", f"data.params={{path: {manifest}}}"]
     done = vssflow("train", str(MICRO), "--out", str(one), *args)
     assert done.returncode == 0, done.stderr[-3000:]
     env = {k: v for k, v in os.environ.items() if k != "VSSFLOW_LOAD_PLUGINS"}
