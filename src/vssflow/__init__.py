@@ -20,6 +20,7 @@ _LAZY = {
     "hookimpl": "vssflow.registry",
     "train": "vssflow.training",
     "load_pipeline": "vssflow.generation",
+    "ClipRequest": "vssflow.generation",
     "run_demo": "vssflow.demo",
 }
 

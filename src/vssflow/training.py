@@ -151,6 +151,10 @@ def train(
     last = out / "checkpoints" / "last"
     if not resume and last.exists():
         raise RecipeError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if recipe.train.init_from and not last.exists():
+        from vssflow.core.checkpoint import Checkpoint
+
+        Checkpoint(recipe.train.init_from)  # a missing or broken train.init_from fails before any work
     dist_info, dev = _setup_distributed(device)
     assembly = build(recipe, device=dev)
     model = assembly.model

@@ -95,3 +95,27 @@ def test_an_unsupported_recipe_option_is_refused_not_ignored(tmp_path, synth_roo
     out = vssflow("train", str(MICRO), "--out", str(tmp_path / "r"), *data_args(synth_root),
                   "--set", "data.bucketing=true")
     assert out.returncode == 2 and "data.bucketing" in out.stderr and not (tmp_path / "r").exists()
+
+
+def test_fine_tuning_starts_from_the_given_checkpoint(tmp_path, synth_root, micro_checkpoint):
+    """train.init_from loads the other run's EMA weights; a missing one is one line before any work."""
+    out = tmp_path / "tuned"
+    # lr 1e-12: one Adam step moves each weight by ~1e-12, so the result shows where training started
+    args = ["--no-progress", "--set", "train.steps=1", "--set", "train.lr=1e-12", "--set", "train.warmup_steps=0",
+            *data_args(synth_root)]
+    done = vssflow("train", str(MICRO), "--out", str(out), "--set", f"train.init_from={micro_checkpoint}", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    source, tuned = load_file(str(micro_checkpoint / "ema.safetensors")), weights(out)
+    fresh = vssflow("train", str(MICRO), "--out", str(tmp_path / "fresh"), *args)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    untouched = weights(tmp_path / "fresh")
+    moved = [k for k in source if not torch.allclose(source[k], untouched[k], atol=1e-6)]
+    assert moved, "the source checkpoint equals a fresh initialisation; the test would prove nothing"
+    for key in source:
+        assert torch.allclose(tuned[key], source[key], atol=1e-6), f"{key} did not start from the checkpoint"
+
+    missing = vssflow("train", str(MICRO), "--out", str(tmp_path / "x"), "--set",
+                      f"train.init_from={tmp_path / 'nowhere'}", *args)
+    lines = [ln for ln in missing.stderr.strip().splitlines() if ln.strip()]
+    assert missing.returncode == 2 and len(lines) == 1 and "nowhere" in lines[0], missing.stderr
+    assert not (tmp_path / "x").exists()
