@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Size = Annotated[int, Field(gt=0)] | tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
 Fps = Annotated[float, Field(gt=0)]
@@ -58,7 +58,7 @@ class TinyCNNParams(_Params):
 
 
 class MotionParams(_Params):
-    """Frame-difference sync features at 25 fps."""
+    """Sync features at 25 fps: a CNN on luma and frame differences, plus Lucas-Kanade motion statistics."""
 
     fps: Fps = 25.0
     size: Size = 64
@@ -66,6 +66,15 @@ class MotionParams(_Params):
     channels: Channels = Field(default_factory=lambda: [16, 32, 64])
     temporal_layers: Annotated[int, Field(ge=0)] = 3
     temporal_kernel: Annotated[int, Field(gt=0)] = 3
+    flow_grid: Annotated[int, Field(ge=0, le=16)] = 4  # Lucas-Kanade flow/acceleration per grid cell; 0: off
+    flow_window: Annotated[int, Field(ge=3, le=15)] = 5  # LK window (odd), also the flow clamp in px/frame
+
+    @field_validator("flow_window")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"flow_window must be odd (a centred window), got {value}")
+        return value
 
 
 class LipParams(_Params):

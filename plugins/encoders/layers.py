@@ -5,6 +5,7 @@ Shapes: N frames flattened over batch and time, B batch, L frames, D features. M
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -109,3 +110,67 @@ def luma(frames: Tensor) -> Tensor:
     """(..., 3, H, W) RGB in [0, 1] -> (..., 1, H, W) ITU-R BT.601 luma."""
     weights = frames.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
     return (frames * weights).sum(dim=-3, keepdim=True)
+
+
+def _band(taps: tuple[float, ...], n: int, pad: str, like: Tensor) -> Tensor:
+    """(n, n) matrix A with (A @ x)[j] = sum_i taps[i] * x[j + i - r], edges replicated or zero."""
+    return _band_cpu(taps, n, pad).to(device=like.device, dtype=like.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _band_cpu(taps: tuple[float, ...], n: int, pad: str) -> Tensor:
+    r = len(taps) // 2
+    a = torch.zeros(n, n, dtype=torch.float64)
+    for j in range(n):
+        for i, tap in enumerate(taps):
+            k = j + i - r
+            if 0 <= k < n:
+                a[j, k] += tap
+            elif pad == "replicate":
+                a[j, min(max(k, 0), n - 1)] += tap
+    return a
+
+
+def _filter2d(x: Tensor, taps_h: tuple[float, ...], taps_w: tuple[float, ...], pad: str = "replicate") -> Tensor:
+    """Separable correlation of (..., H, W) with taps along H then W, same size out, as two small matmuls.
+
+    Banded matrices rather than convolutions: the images here are small (tens of pixels), where a GEMM
+    over all frames at once beats a per-image 1-channel convolution many times over on CPU.
+    """
+    h, w = x.shape[-2:]
+    return _band(taps_h, h, pad, x) @ x @ _band(taps_w, w, pad, x).transpose(0, 1)
+
+
+def lucas_kanade_motion(y: Tensor, mask: Tensor, grid: int, window: int = 5, eps: float = 1e-3) -> Tensor:
+    """Parameter-free motion statistics: Lucas-Kanade flow pooled on a grid, and its change over time.
+
+    y: luma (B, L, 1, H, W); mask (B, L) True = valid frame. Returns (B, L, 4 * grid * grid): per cell the
+    mean flow (vx, vy) in pixels per frame between frame t-1 and t, weighted by where the image changes and
+    has texture, then the per-cell acceleration (v_t - v_{t-1}). Impacts, bounces and starts are spikes in
+    the acceleration; flows are clamped to +-window (beyond it LK cannot measure).
+    The first valid frame and frames after padding have zero flow and acceleration.
+    """
+    b, length, _, h, w = y.shape
+    binomial = (0.0625, 0.25, 0.375, 0.25, 0.0625)  # 5-tap blur: keeps LK's small-motion assumption
+    y = _filter2d(y.float(), binomial, binomial)
+    prev = torch.cat([y[:, :1], y[:, :-1]], dim=1)
+    pair = (mask & torch.cat([mask[:, :1] & False, mask[:, :-1]], dim=1)).to(y.dtype)  # (B, L) both valid
+    it = ((y - prev) * pair[:, :, None, None, None]).flatten(0, 1)  # (N, 1, H, W) temporal derivative
+    mid = (0.5 * (y + prev)).flatten(0, 1)
+    ix = _filter2d(mid, (0.25, 0.5, 0.25), (-0.5, 0.0, 0.5))  # Sobel / 8
+    iy = _filter2d(mid, (-0.5, 0.0, 0.5), (0.25, 0.5, 0.25))
+    # windowed sums of the five products at once (zero outside the image; the solve is scale-free)
+    ones = (1.0,) * window
+    products = torch.cat([ix * ix, iy * iy, ix * iy, ix * it, iy * it], dim=1)  # (N, 5, H, W)
+    sums = _filter2d(products, ones, ones, "constant")
+    sxx, syy, sxy, sxt, syt = sums.unbind(1)
+    trace = sxx + syy
+    det = sxx * syy - sxy * sxy + eps * trace * trace + 1e-12  # Tikhonov-regularised 2x2 solve
+    vx = ((sxy * syt - syy * sxt) / det).clamp(-window, window)
+    vy = ((sxy * sxt - sxx * syt) / det).clamp(-window, window)
+    weight = trace * (it[:, 0].abs() > 1e-3).to(it.dtype)  # where there is texture and change (N, H, W)
+    pooled = F.adaptive_avg_pool2d(torch.stack([weight, vx * weight, vy * weight], dim=1), grid)  # (N, 3, g, g)
+    flow = (pooled[:, 1:] / (pooled[:, :1] + 1e-8)).reshape(b, length, 2 * grid * grid)
+    accel = flow - torch.cat([torch.zeros_like(flow[:, :1]), flow[:, :-1]], dim=1)
+    accel = accel * (pair * torch.cat([pair[:, :1] * 0, pair[:, :-1]], dim=1))[..., None]  # two valid pairs
+    return torch.cat([flow, accel], dim=-1).to(y.dtype)

@@ -153,6 +153,50 @@ def test_motion_features_change_only_around_the_moment_of_motion():
     assert diff[10] > 1e-3
 
 
+
+def _disc_path(ys: list[float], xs: list[float], size: int = 32, radius: float = 4.0) -> torch.Tensor:
+    """A textured bright disc on a dark background at the given centres: frames (1, L, 3, H, W)."""
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    out = []
+    for cy, cx in zip(ys, xs, strict=True):
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        disc = torch.clamp(radius + 0.5 - d2.sqrt(), 0, 1)  # anti-aliased edge: sub-pixel motion is visible
+        out.append((0.1 + 0.8 * disc).expand(3, size, size))
+    return torch.stack(out)[None]
+
+
+def test_lucas_kanade_measures_velocity_and_marks_a_bounce():
+    from vssflow.plugins.encoders.layers import lucas_kanade_motion, luma
+
+    # falls at 1 px/frame, bounces at frame 8, rises at 1 px/frame; drifts right at 0.5 px/frame throughout
+    ys = [8.0 + i for i in range(9)] + [16.0 - i for i in range(1, 8)]
+    xs = [10.0 + 0.5 * i for i in range(16)]
+    x = _disc_path(ys, xs)
+    mask = torch.ones(1, 16, dtype=torch.bool)
+    stats = lucas_kanade_motion(luma(x), mask, grid=1)[0]  # (L, 4): vx, vy, ax, ay
+    vx, vy, ay = stats[:, 0], stats[:, 1], stats[:, 3]
+    assert stats[0].abs().max() == 0  # no previous frame, no motion
+    assert torch.allclose(vx[1:], torch.full((15,), 0.5), atol=0.15), vx
+    assert (vy[1:9] > 0.7).all() and (vy[9:] < -0.7).all(), vy  # image y grows downwards
+    assert ay.abs().argmax() == 9 and ay[9] < -1.5  # the bounce: velocity flips between frames 8 and 9
+    assert ay[2:8].abs().max() < 0.3 and ay[10:].abs().max() < 0.3
+    padded = mask.clone()
+    padded[0, 12:] = False
+    cut = lucas_kanade_motion(luma(x), padded, grid=1)[0]
+    assert torch.equal(cut[:12], stats[:12]) and cut[12:].abs().max() == 0  # padding adds no motion
+
+
+def test_motion_encoder_with_flow_features_and_its_params():
+    enc = create("encoder", "motion", size=32, dim=16, channels=[4, 8], temporal_layers=1, flow_grid=2).eval()
+    ys = [8.0 + i for i in range(9)] + [16.0 - i for i in range(1, 8)]
+    moving, still = _disc_path(ys, [16.0] * 16), _disc_path([8.0] * 16, [16.0] * 16)
+    a, b = enc(moving).features, enc(still).features
+    assert a.shape == (1, 16, 16) and torch.isfinite(a).all()
+    assert (a - b).abs().amax() > 1e-2
+    with pytest.raises(Exception, match="flow_window must be odd"):
+        create("encoder", "motion", flow_grid=2, flow_window=4)
+
+
 def _synthetic_face(size: int = 96):
     from vssflow.core.synth.mouth import render_face
     from vssflow.core.synth.speech import speakers

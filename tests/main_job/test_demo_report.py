@@ -56,3 +56,16 @@ def test_report_renders_images_and_audio_in_a_browser(demo_report, tmp_path):
     # the spectrogram colour map's dark blue end appears only if the images were decoded and drawn
     dark_blue = (np.abs(pixels - np.array([13, 8, 135])).sum(1) < 40).sum()
     assert dark_blue > 500, "spectrogram images did not render"
+
+
+def test_paired_rows_count_wins_and_ask_for_two_standard_errors():
+    from vssflow.demo import paired_row
+
+    row = paired_row("v2s", "onset-f1", True, [0.6, 0.7, 0.8, 0.3], [0.4, 0.5, 0.45, 0.55])
+    assert row["clips better"] == "3/4" and row["advantage (± s.e.)"] == "+0.125 ± 0.130"
+    assert row["clearly better"] is False  # better on average, but not by two standard errors
+    row = paired_row("v2s", "onset-f1", True, [0.6, 0.7, 0.8, 0.5], [0.4, 0.5, 0.45, 0.55])
+    assert row["advantage (± s.e.)"] == "+0.175 ± 0.083" and row["clearly better"] is True
+    row = paired_row("v2s", "mel-distance", False, [1.5, 1.6, 1.4], [2.5, 2.4, 2.6])
+    assert row["clearly better"] is True and row["clips better"] == "3/3" and row["conditioned"] == 1.5
+    assert paired_row("v2s", "mel-distance", False, [1.0], [2.0])["clearly better"] is False  # one clip proves nothing
