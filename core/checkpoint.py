@@ -1,7 +1,7 @@
 """Checkpoints: a directory of safetensors plus JSON, written atomically; nothing is ever unpickled.
 
-    model.safetensors       trainable weights
-    ema.safetensors         EMA weights (optional)
+    model.safetensors       every weight and buffer (frozen encoders, codec, vocoder too: self-contained)
+    ema.safetensors         EMA of the trainable weights (optional; overlaid on model.safetensors)
     optimizer.safetensors   optimizer tensors; optimizer.json holds its structure and hyper-parameters
     rng.safetensors         torch RNG states (CPU and CUDA)
     trainer_state.json      step, data position, python/numpy RNG, anything JSON-able
@@ -203,9 +203,18 @@ class Checkpoint:
             )
 
     def model_state(self, ema: bool = False) -> dict[str, torch.Tensor]:
-        """Model weights (EMA weights when asked and present)."""
-        name = "ema.safetensors" if ema and (self.path / "ema.safetensors").is_file() else "model.safetensors"
-        return _load_tensors(self.path / name)
+        """Model weights; with ema=True (and an EMA file present) the EMA tensors replace their namesakes."""
+        state = _load_tensors(self.path / "model.safetensors")
+        if ema and (self.path / "ema.safetensors").is_file():
+            averaged = _load_tensors(self.path / "ema.safetensors")
+            unknown = sorted(set(averaged) - set(state))
+            if unknown:
+                raise CheckpointError(
+                    f"{self.path}: ema.safetensors has tensors model.safetensors lacks ({', '.join(unknown[:3])}"
+                    f"{', ...' if len(unknown) > 3 else ''}); the checkpoint is inconsistent"
+                )
+            state.update(averaged)
+        return state
 
     def has(self, name: str) -> bool:
         """Whether the checkpoint holds file `name`."""

@@ -142,9 +142,10 @@ class EMA:
                 self.shadow[n].lerp_(p.detach().float(), 1 - d)
 
     def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """A full model state dict with EMA values for the trainable parameters."""
-        state = model.state_dict()
-        return {k: (self.shadow[k].to(v.dtype) if k in self.shadow else v) for k, v in state.items()}
+        """EMA values of the trainable parameters, in their dtype. Frozen weights and buffers are not
+        repeated: a checkpoint reader overlays these on model.safetensors."""
+        params = dict(model.named_parameters())
+        return {k: v.to(params[k].dtype) for k, v in self.shadow.items()}
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
         """Restore shadows from `state_dict` output."""

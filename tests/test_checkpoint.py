@@ -109,3 +109,28 @@ def test_weights_of_another_model_are_rejected_by_name(tmp_path):
     with pytest.raises(CheckpointError, match="incomplete checkpoint"):
         (path / "meta.json").unlink()
         Checkpoint(path)
+
+
+def test_ema_holds_only_trainable_weights_and_is_overlaid_on_the_model(tmp_path):
+    from vssflow.core.trainer import EMA
+
+    model, opt = trained_model_and_optimizer()
+    model[0].requires_grad_(False)  # a frozen part, like a pretrained codec
+    model.register_buffer("scale", torch.tensor([2.0]))
+    ema = EMA(model, 0.5)
+    with torch.no_grad():
+        for p in model[2].parameters():
+            p.add_(1.0)
+    ema.update(model, step=100)
+    path = save_checkpoint(tmp_path / "last", model.state_dict(), {}, ema_state=ema.state_dict(model))
+    from safetensors.torch import load_file
+
+    assert set(load_file(str(path / "ema.safetensors"))) == {"2.weight", "2.bias"}  # frozen weights not repeated
+    c = Checkpoint(path)
+    averaged, raw = c.model_state(ema=True), c.model_state()
+    assert set(averaged) == set(raw) == set(model.state_dict())
+    assert torch.equal(averaged["0.weight"], model[0].weight) and torch.equal(averaged["scale"], model.scale)
+    assert torch.allclose(averaged["2.weight"], model[2].weight - 0.5)  # halfway back towards the old value
+    save_checkpoint(tmp_path / "bad", model.state_dict(), {}, ema_state={"ghost": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match="ghost"):
+        Checkpoint(tmp_path / "bad").model_state(ema=True)

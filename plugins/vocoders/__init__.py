@@ -32,6 +32,7 @@ class GriffinLimParams(_MelParams):
     n_iter: Positive = 32
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.99
     rand_init: bool = True
+    seed: int = 0  # random initial phases come from this seed, per clip: the output depends on the mel alone
 
 
 class HiFiGANParams(_MelParams):

@@ -32,8 +32,10 @@ class GriffinLimVocoder(Vocoder):
         n_iter: int = 32,
         momentum: float = 0.99,
         rand_init: bool = True,
+        seed: int = 0,
     ):
         super().__init__()
+        self.rand_init, self.seed = rand_init, int(seed)
         import torchaudio
 
         self.mel = vocoder_mel(sample_rate, n_mels, n_fft, win_length, hop_length, f_min, f_max, log_floor)
@@ -53,5 +55,14 @@ class GriffinLimVocoder(Vocoder):
         magnitude = self.inverse_mel(torch.exp(mel.float()))  # (B, n_fft/2+1, F)
         # centred frames span (F - 1) * hop samples; asking for more makes GriffinLim re-analyse F + 1 frames
         self.griffin_lim.length = (frames - 1) * hop
-        wav = self.griffin_lim(magnitude)  # (B, (F - 1) * hop), frame k centred at sample k * hop
+        if self.rand_init:  # seeded phases, clip by clip: independent of the batch and of the global RNG
+            wav = torch.cat([self._seeded(magnitude[i : i + 1]) for i in range(magnitude.shape[0])])
+        else:
+            wav = self.griffin_lim(magnitude)  # (B, (F - 1) * hop), frame k centred at sample k * hop
         return F.pad(wav, (hop // 2, hop - hop // 2))  # (B, F * hop), frame k centred at k * hop + hop / 2
+
+    def _seeded(self, magnitude: Tensor) -> Tensor:
+        devices = [magnitude.device.index or 0] if magnitude.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            return self.griffin_lim(magnitude)

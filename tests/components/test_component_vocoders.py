@@ -147,3 +147,17 @@ def test_istft_same_inverts_the_mel_framing(speech):
     back = istft_same(spec, n_fft, hop)
     assert back.shape == wav.shape
     assert torch.allclose(back, wav, atol=1e-5)
+
+
+def test_griffin_lim_is_a_function_of_its_input_alone():
+    """Random initial phases come from the vocoder's seed, per clip: not from the global RNG or the batch."""
+    vocoder = create("vocoder", "griffin-lim", n_iter=4)
+    mel = torch.randn(3, 64, 20, generator=torch.Generator().manual_seed(0)) - 4
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    first = vocoder(mel)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is untouched
+    torch.manual_seed(2)
+    assert torch.equal(vocoder(mel), first)
+    assert torch.equal(vocoder(mel[1:2]), first[1:2])  # same clip alone or in a batch
+    assert not torch.equal(create("vocoder", "griffin-lim", n_iter=4, seed=1)(mel), first)

@@ -45,6 +45,13 @@ def test_manifest_batches_and_names_outputs_by_clip_id(tmp_path, micro_checkpoin
                    str(tmp_path / "out"), "--batch-size", "3")
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["first.mp4", "first.wav", "second.mp4", "second.wav"]
+    # the same clip alone, with the same seed: the same audio (noise and vocoder phases are per clip)
+    alone = vssflow("generate", "--checkpoint", str(micro_checkpoint), "--video", str(tmp_path / "a.mp4"), "--out",
+                    str(tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    a, _ = sf.read(str(tmp_path / "alone" / "a.wav"))
+    b, _ = sf.read(str(tmp_path / "out" / "first.wav"))
+    assert a.shape == b.shape and np.abs(a - b).max() < 1e-3
 
 
 def _fails_cleanly(result, out: Path, needle: str) -> None:
