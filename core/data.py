@@ -9,8 +9,8 @@ clip provides: video frames at the contract's fps and size, transcript ids (+ sp
 a speaker reference waveform, audio, or precomputed features. A condition whose frozen encoder was cached
 (`vssflow features extract`) is served as its encoded features with `"encoded": True`.
 
-Determinism: random crops draw from (seed, epoch, index); `ClipBatchSampler` orders an epoch from (seed, epoch)
-and resumes mid-epoch from its `state_dict()`.
+Determinism: random crops draw from (seed, epoch, index); `(index, epoch)` keys let a batch sampler (the
+trainer's step-derived `BatchPlan`) fix the epoch of each sample, also in DataLoader worker processes.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import copy
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from .errors import MediaError
 from .interfaces import InputContract
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 MODALITIES = ("video", "transcript", "speaker", "audio", "features")
 CROPS = ("start", "random", "center")
+PAD_AUDIO = ("window", "longest")  # batch audio padded to the recipe window, or to the longest clip
 PER_FRAME_EXTRAS = ("times",)  # extras with one row per frame/token of x: padded like x
 ConditionInputs = Mapping[str, "tuple[str, InputContract] | InputContract"]
 
@@ -90,6 +91,7 @@ class ClipDataset(Dataset):
     phoneme_times: also give transcript `times` (N, 2): from the labels when they have them, else each
           token an equal share of the speech span.
     condition_tasks: {name: tasks}: a condition is only given to clips of those tasks.
+    pad_audio: "window" pads every batch's audio to the window; "longest" to the batch's longest clip.
     """
 
     def __init__(
@@ -105,9 +107,13 @@ class ClipDataset(Dataset):
         phoneme_times: bool = False,
         condition_tasks: Mapping[str, Sequence[str]] | None = None,
         load_labels: bool = True,
+        pad_audio: str = "window",
     ) -> None:
         if crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        if pad_audio not in PAD_AUDIO:
+            raise ValueError(f"pad_audio must be one of {PAD_AUDIO}, got {pad_audio!r}")
+        self.pad_audio = pad_audio
         self._loader = records if callable(records) else None
         self._records = None if records is None or callable(records) else list(records)
         self.conditions = {name: _contract(name, value) for name, value in (conditions or {}).items()}
@@ -159,6 +165,10 @@ class ClipDataset(Dataset):
                 out.features = {k: Path(v) for k, v in (value or {}).items()}
             elif key == "condition_tasks":
                 out.condition_tasks = {k: tuple(v) for k, v in (value or {}).items()}
+            elif key == "pad_audio":
+                if value not in PAD_AUDIO:
+                    raise ValueError(f"pad_audio must be one of {PAD_AUDIO}, got {value!r}")
+                out.pad_audio = value
             elif key in ("crop", "seed", "phoneme_times", "load_labels"):
                 setattr(out, key, value)
             else:
@@ -343,8 +353,17 @@ class ClipDataset(Dataset):
 
     # batching --------------------------------------------------------------------------------------------
     def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """`collate` that also fills conditions no sample in the batch has (present False everywhere)."""
-        return collate(samples, conditions=self.conditions)
+        """`collate` that also fills conditions no sample in the batch has (present False everywhere).
+
+        pad_audio="longest" cuts the batch's audio to its longest clip (rounded up to whole latent frames)
+        instead of the whole window: with duration bucketing, short clips then cost short sequences.
+        """
+        batch = collate(samples, conditions=self.conditions)
+        if self.pad_audio == "longest" and self.spec is not None and "wav" in batch:
+            hop = self.spec.hop_length
+            keep = -(-int(batch["wav_lengths"].max()) // hop) * hop  # ceil to whole frames
+            batch["wav"] = batch["wav"][:, : max(hop, min(keep, batch["wav"].shape[1]))]
+        return batch
 
     def example_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-frame shape of each condition's raw input (what an absent condition is padded with)."""
@@ -435,128 +454,3 @@ def collate(samples: Sequence[dict[str, Any]], conditions: Mapping[str, Any] | N
     batch["conditions"] = out
     batch["labels"] = [s.get("labels", {}) for s in samples]
     return batch
-
-
-# ----------------------------------------------------------------------------------------------------------
-# sampling
-
-
-class ClipBatchSampler(Sampler[list[int]]):
-    """Batches of clip indices: shuffled per epoch from (seed, epoch), optional task weights, optional duration
-    bucketing, sharded across ranks, and resumable mid-epoch from `state_dict()`.
-
-    task_weights: None keeps natural proportions (each clip once per epoch); {task: weight} draws each slot's
-    task with those weights and a clip of that task without replacement (cycling when a task runs out).
-    bucketing: within groups of `bucket_batches` batches, clips of similar duration share a batch.
-    with_epoch: yield (index, epoch) keys so a dataset's random crops follow the epoch in worker processes.
-    """
-
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        batch_size: int,
-        seed: int = 0,
-        shuffle: bool = True,
-        drop_last: bool = True,
-        task_weights: Mapping[str, float] | None = None,
-        durations: Sequence[float] | None = None,
-        bucketing: bool = False,
-        bucket_batches: int = 32,
-        num_replicas: int = 1,
-        rank: int = 0,
-        with_epoch: bool = False,
-    ) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
-        if bucketing and durations is None:
-            raise ValueError("bucketing needs the clips' durations")
-        self.tasks = list(tasks)
-        self.batch_size, self.seed, self.shuffle, self.drop_last = batch_size, seed, shuffle, drop_last
-        self.durations = None if durations is None else np.asarray(durations, dtype=np.float64)
-        self.bucketing, self.bucket_batches = bucketing, bucket_batches
-        self.num_replicas, self.rank, self.with_epoch = num_replicas, rank, with_epoch
-        self.task_weights = None
-        if task_weights is not None:
-            present = sorted(set(self.tasks))
-            weights = {t: float(task_weights.get(t, 0.0)) for t in present}
-            if sum(weights.values()) <= 0:
-                raise ValueError(f"task_weights {dict(task_weights)} give no weight to any task present ({present})")
-            self.task_weights = weights
-        self.epoch = 0
-        self.position = 0
-        if len(self) == 0:
-            raise ValueError(f"{len(self.tasks)} clips make no full batch of {batch_size} "
-                             f"on {num_replicas} rank(s); lower the batch size or set drop_last=False")
-
-    def _order(self, epoch: int) -> np.ndarray:
-        """Clip indices of one epoch, in sampling order."""
-        n = len(self.tasks)
-        rng = np.random.default_rng([self.seed, epoch])
-        if self.task_weights is None:
-            return rng.permutation(n) if self.shuffle else np.arange(n)
-        by_task = {t: np.array([i for i, x in enumerate(self.tasks) if x == t]) for t in self.task_weights}
-        names = [t for t in self.task_weights if self.task_weights[t] > 0]
-        probs = np.array([self.task_weights[t] for t in names])
-        draws = rng.choice(len(names), size=n, p=probs / probs.sum())
-        pools: dict[str, list[int]] = {t: [] for t in names}
-        order = np.empty(n, dtype=np.int64)
-        for k, d in enumerate(draws):
-            task = names[d]
-            if not pools[task]:
-                pools[task] = list(rng.permutation(by_task[task]) if self.shuffle else by_task[task])[::-1]
-            order[k] = pools[task].pop()
-        return order
-
-    def _batches(self, epoch: int) -> list[list[int]]:
-        order = self._order(epoch)
-        bs = self.batch_size
-        if self.bucketing:
-            rng = np.random.default_rng([self.seed, epoch, 1])
-            group = bs * self.bucket_batches
-            batches = []
-            for g in range(0, len(order), group):
-                chunk = order[g : g + group]
-                chunk = chunk[np.argsort(self.durations[chunk], kind="stable")]
-                batches += [chunk[i : i + bs].tolist() for i in range(0, len(chunk), bs)]
-            full = [b for b in batches if len(b) == bs]
-            rest = [b for b in batches if len(b) < bs]
-            perm = rng.permutation(len(full)) if self.shuffle else np.arange(len(full))
-            batches = [full[i] for i in perm] + rest  # partial batches last, so drop_last drops them
-        else:
-            batches = [order[i : i + bs].tolist() for i in range(0, len(order), bs)]
-        if self.drop_last:
-            batches = [b for b in batches if len(b) == bs]
-        per_rank = len(batches) // self.num_replicas if self.drop_last else math.ceil(len(batches) / self.num_replicas)
-        mine = batches[self.rank :: self.num_replicas][:per_rank]
-        return mine
-
-    def __len__(self) -> int:
-        n = len(self.tasks)
-        batches = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-        return batches // self.num_replicas if self.drop_last else math.ceil(batches / self.num_replicas)
-
-    def __iter__(self) -> Iterator[list[Any]]:
-        batches = self._batches(self.epoch)
-        while self.position < len(batches):
-            batch = batches[self.position]
-            self.position += 1
-            yield [(i, self.epoch) for i in batch] if self.with_epoch else batch
-        self.epoch += 1
-        self.position = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start the next iteration at the beginning of `epoch`."""
-        self.epoch, self.position = int(epoch), 0
-
-    def state_dict(self) -> dict[str, int]:
-        """Where sampling stands: epoch and batches already yielded in it (count consumed batches when a
-        DataLoader prefetches, and pass them as `position`)."""
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        """Resume exactly: the next batch is batch `position` of epoch `epoch`."""
-        if "seed" in state and int(state["seed"]) != self.seed:
-            raise ValueError(f"sampler state is for seed {state['seed']}, this sampler has seed {self.seed}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])

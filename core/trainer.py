@@ -67,6 +67,10 @@ class BatchPlan:
 
     Without weights: epochs of seeded permutations (natural proportions, each clip once per epoch).
     With per-item weights (task mix): seeded sampling with replacement in proportion to the weights.
+    With durations (duration bucketing): consecutive pools of `bucket_batches` micro-batches are drawn as
+    above, sorted by duration and cut into micro-batches whose order within the pool is shuffled, so each
+    micro-batch holds clips of similar length (little padding) and the pool still holds the same clips.
+    Everything stays a function of (seed, step, micro), so resumes and process counts agree.
     """
 
     num_items: int
@@ -74,13 +78,20 @@ class BatchPlan:
     seed: int
     grad_accum: int = 1
     weights: Sequence[float] | None = None
+    durations: Sequence[float] | None = None
+    bucket_batches: int = 32
 
     def __post_init__(self) -> None:
         if self.num_items <= 0:
             raise ValueError("the dataset is empty")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.durations is not None and len(self.durations) != self.num_items:
+            raise ValueError(f"{len(self.durations)} durations for {self.num_items} items")
+        if self.bucket_batches <= 0:
+            raise ValueError(f"bucket_batches must be positive, got {self.bucket_batches}")
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+        self._pool_id, self._pool = -1, ([], [])
 
     @property
     def micro_size(self) -> int:
@@ -93,22 +104,47 @@ class BatchPlan:
             self._perm, self._perm_epoch = torch.randperm(self.num_items, generator=gen), epoch
         return self._perm
 
-    def epochs(self, step: int, micro: int) -> list[int]:
-        """Epoch of each sample of a micro-batch (datasets with per-epoch randomness, e.g. random crops)."""
-        return [pos // self.num_items for pos in self.positions(step, micro)]
-
-    def global_indices(self, step: int, micro: int) -> list[int]:
-        """Dataset indices of one micro-batch of one optimizer step (all processes)."""
-        start = (step * self.grad_accum + micro) * self.micro_size
+    def _drawn(self, start: int, count: int, *draw: int) -> list[int]:
+        """Dataset indices of `count` slots from global position `start`: the epoch permutations, or with
+        weights a seeded draw with replacement keyed by `draw`."""
         if self.weights is not None:
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, 0x3A3A, step, micro))
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, 0x3A3A, *draw))
             w = torch.as_tensor(self.weights, dtype=torch.float64)
-            return torch.multinomial(w, self.micro_size, replacement=True, generator=gen).tolist()
+            return torch.multinomial(w, count, replacement=True, generator=gen).tolist()
         out = []
-        for pos in range(start, start + self.micro_size):
+        for pos in range(start, start + count):
             epoch, offset = divmod(pos, self.num_items)
             out.append(int(self._permutation(epoch)[offset]))
         return out
+
+    def _micro(self, step: int, micro: int) -> tuple[list[int], list[int]]:
+        """(dataset indices, source positions) of one micro-batch."""
+        j = step * self.grad_accum + micro  # global micro-batch number
+        m = self.micro_size
+        if self.durations is None:
+            return self._drawn(j * m, m, step, micro), list(range(j * m, j * m + m))
+        pool_id, k = divmod(j, self.bucket_batches)
+        if pool_id != self._pool_id:
+            size = m * self.bucket_batches
+            idx = self._drawn(pool_id * size, size, 0xB0C7, pool_id)
+            pos = list(range(pool_id * size, pool_id * size + size))
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, 0xB0C7, pool_id))
+            tie = torch.rand(size, generator=gen, dtype=torch.float64).tolist()
+            order = sorted(range(size), key=lambda i: (float(self.durations[idx[i]]), tie[i]))
+            blocks = [order[b * m : (b + 1) * m] for b in range(self.bucket_batches)]
+            shuffled = torch.randperm(self.bucket_batches, generator=gen).tolist()
+            slots = [i for b in shuffled for i in blocks[b]]
+            self._pool_id, self._pool = pool_id, ([idx[i] for i in slots], [pos[i] for i in slots])
+        idx, pos = self._pool
+        return idx[k * m : (k + 1) * m], pos[k * m : (k + 1) * m]
+
+    def epochs(self, step: int, micro: int) -> list[int]:
+        """Epoch of each sample of a micro-batch (datasets with per-epoch randomness, e.g. random crops)."""
+        return [pos // self.num_items for pos in self._micro(step, micro)[1]]
+
+    def global_indices(self, step: int, micro: int) -> list[int]:
+        """Dataset indices of one micro-batch of one optimizer step (all processes)."""
+        return self._micro(step, micro)[0]
 
     def positions(self, step: int, micro: int) -> list[int]:
         """Global sample positions of a micro-batch (used to derive per-sample seeds)."""
@@ -244,6 +280,7 @@ class Trainer:
         meta: dict[str, Any] | None = None,
         recipe_yaml: str | None = None,
         item_weights: Sequence[float] | None = None,
+        item_durations: Sequence[float] | None = None,
         validate: Callable[[nn.Module, int], dict[str, float]] | None = None,
         device: str | torch.device | None = None,
         dist: DistInfo | None = None,
@@ -255,7 +292,8 @@ class Trainer:
         self.dist = dist or DistInfo()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.progress = progress and self.dist.is_main
-        self.plan = BatchPlan(len(dataset), settings.batch_size, settings.seed, settings.grad_accum, item_weights)
+        self.plan = BatchPlan(len(dataset), settings.batch_size, settings.seed, settings.grad_accum, item_weights,
+                              durations=item_durations)
         if self.plan.micro_size % self.dist.world:
             raise ValueError(
                 f"micro-batch {self.plan.micro_size} (batch_size / grad_accum) is not divisible by {self.dist.world} processes"

@@ -143,10 +143,6 @@ def train(
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
-    if recipe.data is not None and recipe.data.bucketing:
-        # the trainer's batch order is derived from (seed, step) so that resumes and process counts agree;
-        # duration bucketing (core.data.ClipBatchSampler) is not wired into it yet
-        raise RecipeError("data.bucketing: duration bucketing is not supported by `vssflow train` yet; set it to false")
     out = Path(out_dir or Path("runs") / recipe.name)
     last = out / "checkpoints" / "last"
     if not resume and last.exists():
@@ -159,6 +155,13 @@ def train(
     assembly = build(recipe, device=dev)
     model = assembly.model
     dataset = dataset_for(recipe, model)
+    durations = None
+    if recipe.data is not None and recipe.data.bucketing:  # similar lengths per batch, padded to the longest
+        if not (hasattr(dataset, "configure") and hasattr(dataset, "durations")):
+            raise RecipeError(f"data.bucketing: dataset {recipe.data.name!r} does not report clip durations "
+                              f"(a core.data.ClipDataset does); set data.bucketing to false")
+        dataset = dataset.configure(pad_audio="longest")
+        durations = dataset.durations()
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(recipe.to_yaml())
@@ -166,7 +169,7 @@ def train(
     trainer = Trainer(
         model, recipe.train, dataset, dataset.collate, out,
         meta=run_metadata(recipe, dataset.tokenizer if _has_transcripts(model) else None),
-        recipe_yaml=recipe.to_yaml(), item_weights=item_weights(recipe, dataset),
+        recipe_yaml=recipe.to_yaml(), item_weights=item_weights(recipe, dataset), item_durations=durations,
         validate=_validator(recipe, model, out) if recipe.train.val_every else None,
         device=dev, dist=dist_info, progress=progress,
     )

@@ -1,11 +1,11 @@
-"""ClipDataset samples, collate, ClipBatchSampler, the dataset components, and the feature cache."""
+"""ClipDataset samples, collate, audio padding, the dataset components, and the feature cache."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import textwrap
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import run_cli
 from tests.data.conftest import TINY_ENCODER_SOURCE
-from vssflow.core.data import ClipBatchSampler, ClipDataset, collate, load_features
+from vssflow.core.data import ClipDataset, collate, load_features
 from vssflow.core.errors import MediaError
 from vssflow.core.interfaces import InputContract
 from vssflow.core.manifest import read_manifest
@@ -123,56 +123,30 @@ def test_features_modality_and_errors(records, tmp_path):
         ClipDataset([broken], spec=SequenceSpec(16000, 160, 1.0))[0]
 
 
-def test_sampler_is_deterministic_and_resumes_mid_epoch():
-    tasks = ["v2s"] * 30 + ["visualtts"] * 10
-    a = ClipBatchSampler(tasks, batch_size=4, seed=5)
-    b = ClipBatchSampler(tasks, batch_size=4, seed=5)
-    epoch0, epoch1 = list(a), list(a)
-    assert epoch0 == list(b) and epoch0 != epoch1 and len(epoch0) == len(a) == 10
-    assert sorted(i for batch in epoch0 for i in batch) == list(range(40))  # natural proportions: each clip once
-    resumed = ClipBatchSampler(tasks, batch_size=4, seed=5)
-    it = iter(resumed)
-    first = [next(it) for _ in range(3)]
-    state = resumed.state_dict()
-    assert state == {"epoch": 0, "position": 3, "seed": 5}
-    again = ClipBatchSampler(tasks, batch_size=4, seed=5)
-    again.load_state_dict(json.loads(json.dumps(state)))  # survives a JSON round trip (trainer_state.json)
-    assert first + list(again) == epoch0 and again.state_dict()["epoch"] == 1
-    assert list(again) == epoch1
-    with pytest.raises(ValueError, match="seed"):
-        ClipBatchSampler(tasks, batch_size=4, seed=6).load_state_dict(state)
-
-
-def test_sampler_task_weights_buckets_and_ranks():
-    tasks = ["v2s"] * 90 + ["visualtts"] * 10
-    weighted = ClipBatchSampler(tasks, batch_size=10, seed=0, task_weights={"v2s": 1.0, "visualtts": 1.0})
-    drawn = Counter(tasks[i] for _ in range(5) for batch in weighted for i in batch)
-    assert abs(drawn["visualtts"] / sum(drawn.values()) - 0.5) < 0.05  # weights, not natural 10 %
-    only = ClipBatchSampler(tasks, batch_size=10, task_weights={"visualtts": 1.0})
-    assert {tasks[i] for batch in only for i in batch} == {"visualtts"}
-    durations = np.random.default_rng(0).uniform(1, 10, 100)
-    bucketed = ClipBatchSampler(tasks, batch_size=10, seed=1, durations=durations, bucketing=True, bucket_batches=10)
-    spread = np.mean([np.ptp(durations[b]) for b in bucketed])
-    plain = np.mean([np.ptp(durations[b]) for b in ClipBatchSampler(tasks, batch_size=10, seed=1)])
-    assert spread < plain / 3
-    ranks = [list(ClipBatchSampler(tasks, batch_size=10, seed=2, num_replicas=3, rank=r)) for r in range(3)]
-    assert [len(r) for r in ranks] == [3, 3, 3]
-    seen = [i for r in ranks for batch in r for i in batch]
-    assert len(seen) == len(set(seen))  # ranks never share a clip within an epoch
-    keyed = ClipBatchSampler(tasks, batch_size=10, with_epoch=True)
-    assert all(k[1] == 0 for k in next(iter(keyed)))
-    with pytest.raises(ValueError, match="no full batch"):
-        ClipBatchSampler(tasks[:5], batch_size=10)
+def test_pad_audio_longest_cuts_the_batch_to_its_longest_clip(records):
+    spec = SequenceSpec(16000, 160, 4.0)
+    short = [dataclasses.replace(r, end=r.start + sec, duration=sec)
+             for r, sec in zip(records[:3], (1.0, 2.345, 1.5), strict=True)]
+    window = ClipDataset(short, {}, spec)
+    longest = window.configure(pad_audio="longest")
+    full, cut = window.collate([window[i] for i in range(3)]), longest.collate([longest[i] for i in range(3)])
+    assert full["wav"].shape == (3, 64000)
+    assert cut["wav"].shape == (3, 37600)  # 2.345 s = 37520 samples, rounded up to whole 160-sample frames
+    assert torch.equal(cut["wav"], full["wav"][:, :37600]) and torch.equal(cut["wav_lengths"], full["wav_lengths"])
+    with pytest.raises(ValueError, match="pad_audio"):
+        window.configure(pad_audio="batch")
 
 
 def test_dataloader_with_workers_matches_in_process(dataset):
     from torch.utils.data import DataLoader
 
     ds = dataset.configure(conditions={"transcript": CONDITIONS["transcript"]})
-    sampler = ClipBatchSampler(ds.tasks(), batch_size=3, seed=0, with_epoch=True)
-    loaded = [b["ids"] for b in DataLoader(ds, batch_sampler=sampler, num_workers=2, collate_fn=ds.collate)]
-    expected = [[ds.records[i].id for i, _ in keys] for keys in ClipBatchSampler(ds.tasks(), 3, seed=0, with_epoch=True)]
-    assert loaded == expected
+    keys = [[(5, 1), (0, 0), (3, 2)], [(1, 0), (4, 1)]]  # (index, epoch), as the trainer's plan gives them
+    loaded = [b["ids"] for b in DataLoader(ds, batch_sampler=keys, num_workers=2, collate_fn=ds.collate)]
+    assert loaded == [[ds.records[i].id for i, _ in batch] for batch in keys]
+    in_process = ds.collate([ds[k] for k in keys[0]])
+    workers = next(iter(DataLoader(ds, batch_sampler=keys[:1], num_workers=2, collate_fn=ds.collate)))
+    assert torch.equal(workers["wav"], in_process["wav"])
 
 
 def test_dataset_components_pass_conformance_and_serve_clips(tmp_path):
