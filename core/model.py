@@ -12,7 +12,7 @@ Batch format: docs/architecture.md "Samples and batches". A condition missing fr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,12 +290,15 @@ class FlowModel(nn.Module):
         sampler: Sampler | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
         decode: bool = True,
     ) -> Generation:
         """Sample latents for `duration` seconds (default: the recipe's window) and decode them to audio.
 
         conditions: batch-format {name: {"x", "mask", "present", **extras}} (a missing name is dropped).
         steps / guidance / condition_guidance override the sampler's params (validated by its params model).
+        Noise: `seeds` (one per sample) gives each sample its own, independent of the batch it is in;
+        else `generator`, else `seed` seeds one generator for the whole batch.
         """
         conditions = dict(conditions or {})
         sampler = sampler or self.sampler
@@ -311,7 +314,15 @@ class FlowModel(nn.Module):
             generator = torch.Generator(device=device).manual_seed(seed)
 
         field = self.guided_velocity(conditions, b, frames, sampler)
-        x0 = torch.randn(b, frames, self.latent_channels, generator=generator, device=device)  # (B, T, C)
+        if seeds is not None:
+            if len(seeds) != b:
+                raise ValueError(f"generate: {len(seeds)} seeds for a batch of {b}")
+            x0 = torch.stack([
+                torch.randn(frames, self.latent_channels, generator=torch.Generator().manual_seed(int(s)))
+                for s in seeds
+            ]).to(device)  # (B, T, C), each sample's own CPU stream: the same on any device and batch
+        else:
+            x0 = torch.randn(b, frames, self.latent_channels, generator=generator, device=device)  # (B, T, C)
         result = sampler(field, x0)
         latent = result.x  # (B, T, C)
         mask = torch.ones(b, frames, dtype=torch.bool, device=device)

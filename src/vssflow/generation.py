@@ -10,6 +10,7 @@ are padded to the window and trimmed, so the audio lasts exactly as long as the 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,14 @@ class ClipRequest:
         self.video = Path(self.video)
         self.speaker = Path(self.speaker) if self.speaker is not None else None
         self.clip_id = self.clip_id or self.video.stem
+
+
+def clip_seed(seed: int, clip_id: str, window: int) -> int:
+    """Noise seed of one window of one clip: from the run's seed and the clip's id, so a clip sounds the same
+    whatever its place in a manifest, the batch size, or how a manifest is split across machines."""
+    from vssflow.core.trainer import mix_seed
+
+    return mix_seed(seed, zlib.crc32(clip_id.encode("utf-8")), window)
 
 
 class Pipeline:
@@ -195,7 +204,7 @@ class Pipeline:
             conds = self._conditions(records, [requests[i] for i, _, _ in part]) if conditioned else {}
             out = self.model.generate(
                 conds, batch_size=len(part), steps=steps, guidance=guidance, sampler=sampler_obj,
-                seed=seed + start,
+                seeds=[clip_seed(seed, requests[i].clip_id, j) for i, j, _ in part],
             )
             for (i, j, _), wav in zip(part, out.wav.float().cpu(), strict=True):
                 chunks[(i, j)] = wav

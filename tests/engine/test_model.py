@@ -104,6 +104,18 @@ def test_generate_is_deterministic_under_a_seed_and_decodes():
     assert model.generate(_conditions(2), seed=5, duration=0.5, decode=False).latent.shape == (2, 13, 4)
 
 
+
+def test_per_sample_seeds_make_generation_independent_of_the_batch():
+    model = _model(sampler=create("sampler", "euler", steps=3, guidance=2.0)).eval()
+    conds = _conditions(2)
+    pair = model.generate(conds, seeds=[11, 12], decode=False).latent
+    second = {k: {n: (t[1:] if isinstance(t, torch.Tensor) else t) for n, t in v.items()} for k, v in conds.items()}
+    alone = model.generate(second, seeds=[12], decode=False).latent
+    torch.testing.assert_close(alone[0], pair[1], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(pair[0], pair[1])
+    with pytest.raises(ValueError, match="2 seeds for a batch of 1"):
+        model.generate(second, seeds=[1, 2], decode=False)
+
 def test_seeded_losses_do_not_depend_on_batch_split():
     model = _model(cond_dropout=0.3).train()
     batch = _batch(4)
