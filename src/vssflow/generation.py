@@ -82,6 +82,25 @@ class Pipeline:
 
             self.tokenizer = PhonemeTokenizer.from_dict(ckpt.meta["tokenizer"])
 
+    @classmethod
+    def untrained(cls, recipe: Any, device: str | torch.device | None = None) -> Pipeline:
+        """A pipeline around a freshly built (randomly initialised) model: for benchmarks and smoke tests."""
+        from vssflow.core.phonemes import PhonemeTokenizer
+        from vssflow.registry.assemble import build
+
+        self = cls.__new__(cls)
+        self.recipe, self.checkpoint = recipe, None
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.assembly = build(recipe, device=self.device)
+        self.assembly.model.eval()
+        self.tokenizer = PhonemeTokenizer()
+        return self
+
+    @property
+    def source(self) -> str:
+        """What the weights came from, for messages."""
+        return f"checkpoint {self.checkpoint.path}" if self.checkpoint is not None else f"untrained {self.recipe.name!r}"
+
     @property
     def model(self) -> Any:
         """The FlowModel."""
@@ -115,12 +134,12 @@ class Pipeline:
         mods = set(self.modalities().values())
         if request.transcript and "transcript" not in mods:
             raise ContractError(
-                f"checkpoint {self.checkpoint.path} (task {self.recipe.task}) has no transcript condition; "
+                f"{self.source} (task {self.recipe.task}) has no transcript condition; "
                 "drop --transcript or use a VisualTTS/unified checkpoint"
             )
         if request.speaker is not None:
             if "speaker" not in mods:
-                raise ContractError(f"checkpoint {self.checkpoint.path} has no speaker condition; drop --speaker")
+                raise ContractError(f"{self.source} has no speaker condition; drop --speaker")
             if not request.speaker.is_file():
                 raise MediaError(f"{request.speaker}: speaker reference not found")
         if request.transcript:
@@ -183,12 +202,21 @@ class Pipeline:
         batch_size: int = 8,
         conditioned: bool = True,
         progress: bool = False,
+        precision: str | None = None,
     ) -> list[torch.Tensor]:
-        """One waveform (S,) per request, as long as its video. conditioned=False drops every condition."""
+        """One waveform (S,) per request, as long as its video. conditioned=False drops every condition.
+
+        precision: "bf16" runs the model under bf16 autocast on CUDA (fp32 elsewhere); None takes the
+        recipe's train.precision.
+        """
         from tqdm import tqdm
 
         from vssflow.registry import create
 
+        precision = precision or self.recipe.train.precision
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        use_bf16 = precision == "bf16" and self.device.type == "cuda"
         durations = [self.check(r) for r in requests]
         sampler_obj = create("sampler", sampler) if sampler else None
         jobs: list[tuple[int, int, Window]] = []
@@ -202,10 +230,11 @@ class Pipeline:
             part = jobs[start : start + batch_size]
             records = [self._record(requests[i], w) for i, _, w in part]
             conds = self._conditions(records, [requests[i] for i, _, _ in part]) if conditioned else {}
-            out = self.model.generate(
-                conds, batch_size=len(part), steps=steps, guidance=guidance, sampler=sampler_obj,
-                seeds=[clip_seed(seed, requests[i].clip_id, j) for i, j, _ in part],
-            )
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out = self.model.generate(
+                    conds, batch_size=len(part), steps=steps, guidance=guidance, sampler=sampler_obj,
+                    seeds=[clip_seed(seed, requests[i].clip_id, j) for i, j, _ in part],
+                )
             for (i, j, _), wav in zip(part, out.wav.float().cpu(), strict=True):
                 chunks[(i, j)] = wav
         results = []
@@ -259,7 +288,8 @@ def generate_cli(args: Any) -> Iterable[Path]:
         requests = [ClipRequest(Path(args.video), args.transcript,
                                 Path(args.speaker) if args.speaker else None, args.speech_span)]
     wavs = pipe.generate(requests, steps=args.steps, guidance=args.guidance, sampler=args.sampler, seed=args.seed,
-                         overlap=args.overlap, batch_size=args.batch_size, progress=len(requests) > 1)
+                         overlap=args.overlap, batch_size=args.batch_size, progress=len(requests) > 1,
+                         precision=args.precision)
     written: list[Path] = []
     for request, wav in zip(requests, wavs, strict=True):
         written += write_outputs(args.out, request, wav, pipe.sample_rate)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from tests.main_job.conftest import vssflow
 from vssflow.core.media import probe, write_video
@@ -100,3 +101,19 @@ def test_bad_inputs_fail_with_one_line_and_no_output(tmp_path, micro_checkpoint)
         (fake / name).write_bytes(pickle.dumps(_Trap()))
     _fails_cleanly(vssflow(*gen, "--checkpoint", str(fake), "--video", str(video), cwd=tmp_path), out, ".safetensors")
     assert not (tmp_path / "UNPICKLED").exists()
+
+
+def test_an_untrained_pipeline_generates_from_a_recipe(tmp_path):
+    """Pipeline.untrained: random weights around a recipe (benchmarks, smoke tests), same generate API."""
+    from tests.main_job.conftest import MICRO
+    from vssflow.generation import ClipRequest, Pipeline
+    from vssflow.registry.recipe import load_recipe
+
+    pipe = Pipeline.untrained(load_recipe(str(MICRO)), device="cpu")
+    video = moving_square(tmp_path / "in.mp4", 1.5, 25.0)
+    (wav,) = pipe.generate([ClipRequest(video)], steps=2, precision="bf16")  # bf16 applies on CUDA only
+    assert wav.shape == (round(probe(video).duration_s * pipe.sample_rate),) and wav.dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        pipe.generate([ClipRequest(video)], precision="fp8")
+    with pytest.raises(Exception, match="untrained 'micro-v2s'.*no transcript"):
+        pipe.generate([ClipRequest(video, transcript="hello")])

@@ -33,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch for --manifest")
     p.add_argument("--overlap", type=float, default=1.0, help="seconds of overlap between windows of long videos")
     p.add_argument("--device", default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="bf16 autocast on CUDA (default: the recipe's train.precision; CPU runs fp32)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.set_defaults(func=run)
 
