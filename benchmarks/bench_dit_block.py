@@ -56,7 +56,7 @@ class DiTBlock(nn.Module):
             attn_mask = None if mask is None else mask[:, None, None, :]
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         else:
-            q, k = qk_norm_rope(q, k, self.q_norm, self.k_norm, cos, sin, backend=impl)
+            q, k = qk_norm_rope(q, k, self.q_norm, self.k_norm, cos, sin, backend=impl, k_cos=cos, k_sin=sin)
             a = attention(q, k, v, key_padding_mask=mask, backend=impl)
         a = self.proj(a.transpose(1, 2).reshape(b, length, w))
         if impl == "eager":

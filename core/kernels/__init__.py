@@ -157,13 +157,12 @@ def qk_norm_rope(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """RMSNorm over the head dim (if norm) then RoPE for q (B, H, Lq, D) and k (B, Hkv, Lk, D), one launch.
 
-    q is rotated with (cos, sin) when given. k is rotated with (k_cos, k_sin) when given; otherwise with
-    (cos, sin) if Lk == Lq; otherwise (cross-attention with no k table) k is not rotated. Weights are
+    q is rotated with (cos, sin) when given; k is rotated with (k_cos, k_sin) when given and never
+    otherwise: tables are passed explicitly for each side, never inferred from lengths (self-attention
+    passes the same table twice; cross-attention with no key table leaves the keys as they are). Weights are
     (D,) and shared by all heads; cos/sin are (L, R) or (B, L, R) with 2 * R <= D. The triton kernel
     gives cos/sin no gradient, so tables that require grad take the PyTorch path (logged once).
     """
-    if k_cos is None and k_sin is None and cos is not None and k.shape[-2] == q.shape[-2]:
-        k_cos, k_sin = cos, sin
     _check_table(cos, sin, q, "qk_norm_rope (q)")
     _check_table(k_cos, k_sin, k, "qk_norm_rope (k)")
     if q.shape[-1] != k.shape[-1]:

@@ -120,9 +120,28 @@ def test_trainable_rope_tables_take_the_differentiable_path(monkeypatch, caplog)
     grads = {}
     for backend in ("triton", "reference"):
         phase = angles.clone().requires_grad_(True)
-        qo, ko = kernels.qk_norm_rope(q, k, cos=phase.cos(), sin=phase.sin(), backend=backend)
+        cos, sin = phase.cos(), phase.sin()
+        qo, ko = kernels.qk_norm_rope(q, k, cos=cos, sin=sin, backend=backend, k_cos=cos, k_sin=sin)
         (qo.square().sum() + (ko * qo).sum()).backward()
         grads[backend] = phase.grad
     assert any("require grad" in line for line in fallback_lines(caplog))
     assert grads["triton"] is not None and grads["triton"].abs().sum() > 0
     assert_verbose_allclose(grads["triton"], grads["reference"], 1e-4, 1e-4, name="d phase")
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_keys_are_never_rotated_with_the_query_table_when_lengths_match(backend, monkeypatch):
+    """Cross-attention with a query table and no key table leaves the keys alone, also when Lq == Lk.
+
+    The paper recipe meets this exactly: 51 context tokens (50 frames + 1 speaker) against 1 + 50 queries.
+    """
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 2, 7, 32, generator=g) for _ in range(2))
+    cos, sin = kernels.rope_cos_sin(torch.arange(7, dtype=torch.float32) * 1.5, 16)
+    qo, ko = kernels.qk_norm_rope(q, k, cos=cos, sin=sin, norm=False, backend=backend)
+    assert torch.equal(ko, k)
+    assert not torch.allclose(qo, q)
+    qo2, ko2 = kernels.qk_norm_rope(q, k, cos=cos, sin=sin, norm=False, backend=backend, k_cos=cos, k_sin=sin)
+    torch.testing.assert_close(qo2, qo)
+    assert not torch.allclose(ko2, k)

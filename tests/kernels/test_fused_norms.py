@@ -101,15 +101,19 @@ def test_apply_rope_per_batch_table():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", ["self", "cross_k_table", "cross_no_k_rope", "no_weights", "rope_only"])
+@pytest.mark.parametrize(
+    "case", ["self", "cross_k_table", "cross_no_k_rope", "cross_no_k_rope_equal", "no_weights", "rope_only"]
+)
 def test_qk_norm_rope(dtype, case):
     require_triton("qk_norm_rope", dtype)
-    lq, lk = (13, 13) if case in ("self", "no_weights", "rope_only") else (13, 5)
+    lq, lk = (13, 13) if case in ("self", "no_weights", "rope_only", "cross_no_k_rope_equal") else (13, 5)
     d = 64
     q = rand(2, 4, lq, d, dtype=dtype)
     k = rand(2, 2, lk, d, dtype=dtype, seed=1)  # grouped KV heads: fewer k heads
     cos, sin = rope_cos_sin(torch.arange(lq, dtype=torch.float32, device=DEVICE), 32)
     extra = {}
+    if case in ("self", "no_weights", "rope_only"):
+        extra = {"k_cos": cos, "k_sin": sin}  # self-attention passes its table for both sides
     if case == "cross_k_table":
         # keys at another frame rate: positions expressed in audio-frame units
         extra = dict(zip(("k_cos", "k_sin"), rope_cos_sin(torch.arange(lk, device=DEVICE) * 2.6, 32), strict=True))
@@ -138,7 +142,7 @@ def test_qk_norm_rope_strided_views_of_fused_qkv():
 
     def fn(qkv, w, backend):
         q, k = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
-        return qk_norm_rope(q, k, w, w, cos, sin, backend=backend)
+        return qk_norm_rope(q, k, w, w, cos, sin, backend=backend, k_cos=cos, k_sin=sin)
 
     check_op(fn, {"qkv": qkv, "w": w}, dtype, "qk_norm_rope strided")
 
