@@ -243,3 +243,72 @@ class Metric(Conformable):
     def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         """One score per clip."""
         return {"output": (inputs["generated"].shape[0],)}
+
+
+class SetMetric(Conformable):
+    """Scores a set of generated clips against a set of references (FD, KID, IS): one number per set.
+
+    Two steps, so reference features can be cached and confidence intervals bootstrapped cheaply:
+    `features(wavs)` maps mono waveforms at `sample_rate` (a list of 1-D tensors of any lengths) to one
+    row per clip, (N, D); `score(generated, reference)` maps two such feature matrices to a float
+    (`reference` is None when `needs_reference` is False, as for IS). `feature_key()` names everything the
+    features depend on (judge name, version, sample rate, weights hash); the evaluator caches reference
+    features under it.
+    """
+
+    higher_is_better: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = True
+    sample_rate: int = 16000
+
+    def features(self, wavs: list[Tensor]) -> Tensor:  # noqa: D102
+        raise NotImplementedError
+
+    def score(self, generated: Tensor, reference: Tensor | None) -> float:  # noqa: D102
+        raise NotImplementedError
+
+    def feature_key(self) -> str:  # noqa: D102
+        raise NotImplementedError
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Features of two small random sets."""
+        return {"generated": _randn((max(batch_size, 4), 8), generator),
+                "reference": _randn((max(batch_size, 4), 8), generator)}
+
+
+class Judge(nn.Module, Conformable):
+    """A frozen model that metrics use: an embedding (speaker, sound), a classifier, an ASR, a MOS predictor.
+
+    `embed(wav (B, S), lengths (B,) or None)` returns (B, D) at the judge's `sample_rate` (mono). A judge
+    that classifies also returns logits from `classify(wav, lengths)` (B, K) with `labels` naming the K
+    classes. `name`, `version` and `weights_hash()` identify its outputs for caching; weights come from the
+    installed package or a local path, never from the network.
+    """
+
+    sample_rate: int = 16000
+    name: str = "judge"
+    version: str = "0"
+    labels: tuple[str, ...] = ()
+
+    def embed(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:  # noqa: D102
+        raise NotImplementedError
+
+    def classify(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:  # noqa: D102
+        raise NotImplementedError(f"judge {self.name!r} is not a classifier")
+
+    def weights_hash(self) -> str:
+        """A short hash of the weights (sha256 over parameters and buffers in name order)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for key, tensor in sorted(self.state_dict().items()):
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """The embedding."""
+        return self.embed(wav, lengths)
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """One second of noise at the judge's rate."""
+        return {"wav": 0.1 * _randn((batch_size, self.sample_rate), generator)}

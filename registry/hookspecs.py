@@ -52,6 +52,11 @@ def register_metrics(register):
     """Register metrics: scores of generated audio against references and labels."""
 
 
+@hookspec
+def register_judges(register):
+    """Register judges: frozen embedding, classifier, ASR or MOS models that metrics score with."""
+
+
 # kind (singular, as used by create/list_components and recipes) -> hook name
 HOOKS: dict[str, str] = {
     "encoder": "register_encoders",
@@ -62,5 +67,6 @@ HOOKS: dict[str, str] = {
     "vocoder": "register_vocoders",
     "dataset": "register_datasets",
     "metric": "register_metrics",
+    "judge": "register_judges",
 }
 KINDS: tuple[str, ...] = tuple(HOOKS)
