@@ -13,10 +13,12 @@ Masks are bool, True = valid. Positions (`context_pos`, `prefix_pos`) are in lat
 of a condition at f fps sits at frame (j + 0.5) * latent_fps / f - 0.5; tokens without a time axis sit at
 0, where RoPE is the identity.
 
-An aggregator is created from its recipe params alone (that is all the registry passes), then `bind`
-gives it the runtime dims: the encoder's output dim and fps, the backbone width and context dim, and the
-SequenceSpec. Until bound it is bound to `EXAMPLE_BINDING`, so a bare `create("aggregator", name)` is a
-working module for the conformance check.
+Construction happens once, with final sizes: assembly (registry/assemble.py) resolves the encoder's
+output dim and fps and the backbone's width and context dim into `AggregatorDims`, and constructs each
+aggregator as `Aggregator(dims, **recipe_params)`; it then constructs the backbone with the channels the
+aggregators add. Nothing rebuilds layers after construction. At run time the model calls each aggregator
+as `aggregator(condition, keep, spec)`: the encoded `Condition`, which samples keep it (B,) bool, and the
+SequenceSpec of this call's latent grid.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ContractError
-from .interfaces import Conformable
+from .interfaces import Condition, Conformable
 from .sequence import SequenceSpec
 
 _ROUTED = ("channel", "additive", "context", "prefix", "global_embedding")
@@ -185,52 +187,43 @@ def masked_mean(features: Tensor, mask: Tensor | None) -> Tensor:
 
 
 @dataclass(frozen=True)
-class AggregatorBinding:
-    """Runtime dims of one condition branch: encoder output dim/fps, backbone width/context dim, the grid."""
+class AggregatorDims:
+    """Final sizes of one condition branch, resolved by assembly before the aggregator is constructed.
+
+    in_dim: the encoder's feature dim D; fps: its frame rate (None: tokens without a time axis);
+    width: the backbone's hidden width W; context_dim: the backbone's cross-attention key/value dim Dc.
+    """
 
     in_dim: int
     fps: float | None
     width: int
     context_dim: int
-    spec: SequenceSpec
 
 
-# Small dims so an unbound aggregator is a cheap, working module (conformance, docs examples).
-EXAMPLE_BINDING = AggregatorBinding(in_dim=12, fps=10.0, width=16, context_dim=8, spec=SequenceSpec(16000, 640, 1.0))
+# Small sizes for a standalone aggregator (conformance checks, docs examples, tests).
+EXAMPLE_DIMS = AggregatorDims(in_dim=12, fps=10.0, width=16, context_dim=8)
+EXAMPLE_SPEC = SequenceSpec(16000, 640, 1.0)  # 25 latent frames per second, one second
 
 
 class Aggregator(nn.Module, Conformable):
     """Turns one encoded condition (B, L, D) into a `Conditioning` on one route, with a learned null embedding.
 
-    Subclasses implement `build(binding)` (create layers, including `self.null`) and `route(...)`. The base
-    `forward` decides per sample whether the condition is kept (present, not dropped, at least one valid
-    frame) and hands that to `route`, which must use the null embedding where it is not.
+    Subclasses take `dims` (plus their own recipe params) in `__init__`, create every layer there with its
+    final size (including `self.null`), and implement `forward(condition, keep, spec)`, which must use the
+    null embedding for samples where `keep` is False. `name` is used in error messages.
     """
 
     name: ClassVar[str] = "aggregator"
-    requires_fps: bool = False  # frame-aligned routes need a time axis (a subclass may decide per instance)
-    binding: AggregatorBinding
+    requires_fps: ClassVar[bool] = False  # frame-aligned routes need a time axis
 
-    def __init__(self) -> None:
+    def __init__(self, dims: AggregatorDims) -> None:
         super().__init__()
-
-    def bind(self, binding: AggregatorBinding) -> Aggregator:
-        """(Re)create the layers for these runtime dims; returns self."""
-        if self.requires_fps and binding.fps is None:
+        if self.requires_fps and dims.fps is None:
             raise ContractError(
                 f"aggregator {self.name!r} needs a time-aligned condition (an encoder with an fps); "
                 "route token-like conditions (speaker, global features) by cross-attn, sequence-concat or global"
             )
-        for child in list(self._modules):
-            delattr(self, child)
-        for pname in list(self._parameters):
-            delattr(self, pname)
-        self.binding = binding
-        self.build(binding)
-        return self
-
-    def build(self, binding: AggregatorBinding) -> None:  # noqa: D102
-        raise NotImplementedError
+        self.dims = dims
 
     @property
     def channels(self) -> int:
@@ -242,29 +235,9 @@ class Aggregator(nn.Module, Conformable):
         """True when this aggregator feeds cross-attention, so the backbone needs those layers."""
         return False
 
-    def forward(
-        self,
-        features: Tensor,
-        mask: Tensor | None = None,
-        present: Tensor | None = None,
-        drop: Tensor | None = None,
-        num_frames: int | None = None,
-    ) -> Conditioning:
-        """features (B, L, D), mask (B, L), present/drop (B,) bool -> Conditioning on this route."""
-        b, length, dim = features.shape
-        if dim != self.binding.in_dim:
-            raise ContractError(f"aggregator {self.name!r}: expected features of dim {self.binding.in_dim}, got {dim}")
-        keep = torch.ones(b, dtype=torch.bool, device=features.device)
-        if present is not None:
-            keep = keep & present.to(device=features.device, dtype=torch.bool)
-        if drop is not None:
-            keep = keep & ~drop.to(device=features.device, dtype=torch.bool)
-        if mask is not None:
-            keep = keep & mask.any(1)
-        frames = self.binding.spec.num_frames if num_frames is None else num_frames
-        return self.route(features, mask, keep, frames)
-
-    def route(self, features: Tensor, mask: Tensor | None, keep: Tensor, num_frames: int) -> Conditioning:  # noqa: D102
+    def forward(self, condition: Condition, keep: Tensor, spec: SequenceSpec) -> Conditioning:
+        """condition: features (B, L, D), mask (B, L); keep (B,) bool; spec: this call's latent grid
+        (spec.num_frames = T) -> Conditioning on this aggregator's route."""
         raise NotImplementedError
 
     # helpers for subclasses ------------------------------------------------------------------------------
@@ -283,36 +256,89 @@ class Aggregator(nn.Module, Conformable):
         use = keep[:, None] if grid_mask is None else keep[:, None] & grid_mask  # (B, T)
         return torch.where(use[..., None], frames, self.null.to(frames.dtype).expand_as(frames))
 
-    def to_latent_grid(self, features: Tensor, mask: Tensor | None, num_frames: int, mode: str) -> tuple[Tensor, Tensor | None]:
-        """Resample (B, L, D) at the condition's fps onto the latent grid (B, T, D), padding never read.
+    def to_latent_grid(self, condition: Condition, spec: SequenceSpec, mode: str) -> tuple[Tensor, Tensor]:
+        """Resample the condition's (B, L, D) at its fps onto the latent grid (B, T, D), padding never read.
 
         The grid mask (B, T) is False where the source frame is padding or past the condition's end, so a
         condition shorter than the audio leaves the rest of the window to the null embedding.
         """
-        spec, fps = self.binding.spec, self.binding.fps
-        b, length, _ = features.shape
-        grid, grid_mask = spec.to_grid(hold_last_valid(features, mask), fps, mask, num_frames=num_frames, mode=mode)
-        centres = (torch.arange(num_frames, device=features.device, dtype=torch.float64) + 0.5) / spec.latent_fps
-        covered = (centres * fps < length).expand(b, num_frames)  # (B, T)
-        return grid, covered if grid_mask is None else grid_mask & covered
+        return to_latent_grid(condition, self.dims.fps, spec, mode)
 
     # conformance -----------------------------------------------------------------------------------------
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Random features at the bound dims; the second sample is shorter, and the last one is dropped."""
-        length = self.binding.spec.condition_frames(self.binding.fps) if self.binding.fps else 3
-        features = torch.randn(batch_size, length, self.binding.in_dim, generator=generator)
+        """A random condition at `dims` over `EXAMPLE_SPEC`'s window; the second sample is shorter, and the
+        last one is not kept (so the null embedding is used and gets a gradient)."""
+        fps = self.dims.fps
+        length = EXAMPLE_SPEC.condition_frames(fps) if fps else 3
+        features = torch.randn(batch_size, length, self.dims.in_dim, generator=generator)
         mask = torch.ones(batch_size, length, dtype=torch.bool)
         if batch_size > 1:
             mask[1, max(1, length // 2):] = False
-        drop = torch.zeros(batch_size, dtype=torch.bool)
-        drop[-1] = batch_size > 1  # so the null embedding is used and gets a gradient
-        return {"features": features, "mask": mask, "present": torch.ones(batch_size, dtype=torch.bool), "drop": drop}
+        keep = torch.ones(batch_size, dtype=torch.bool)
+        keep[-1] = batch_size == 1
+        return {"condition": Condition(features, mask, fps), "keep": keep, "spec": EXAMPLE_SPEC}
 
     def output_tensors(self, output: Any) -> dict[str, Tensor]:
-        """The non-empty routes of the Conditioning."""
+        """Every non-empty field of the Conditioning (routes, masks, positions)."""
         if isinstance(output, Conditioning):
-            return output.tensors()
+            return {f.name: getattr(output, f.name) for f in fields(output) if getattr(output, f.name) is not None}
         return super().output_tensors(output)
+
+    def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Shapes beyond the route contract (default: none). The conformance kit always holds the output to
+        the contract (`route_shapes`); override to also fix a token count, say."""
+        return {}
+
+
+def route_shapes(aggregator: Aggregator, inputs: dict[str, Any], output: Conditioning) -> dict[str, tuple[int, ...]]:
+    """The shapes the route contract requires of `output`, for every route it fills: channel (B, T, channels),
+    additive (B, T, W), global_embedding (B, W), context (B, Lc, Dc) and prefix (B, Lp, W) with their masks
+    (B, L) and positions (L,); T from the call's spec, the token counts from the output itself."""
+    b, t, d = inputs["condition"].features.shape[0], inputs["spec"].num_frames, aggregator.dims
+    shapes: dict[str, tuple[int, ...]] = {}
+    if output.channel is not None:
+        shapes["channel"] = (b, t, aggregator.channels)
+    if output.additive is not None:
+        shapes["additive"] = (b, t, d.width)
+    if output.global_embedding is not None:
+        shapes["global_embedding"] = (b, d.width)
+    if output.context is not None:
+        lc = output.context.shape[1]
+        shapes["context"] = (b, lc, d.context_dim)
+        shapes["context_mask"] = (b, lc)
+        shapes["context_pos"] = (lc,)
+    if output.prefix is not None:
+        lp = output.prefix.shape[1]
+        shapes["prefix"] = (b, lp, d.width)
+        shapes["prefix_mask"] = (b, lp)
+        shapes["prefix_pos"] = (lp,)
+    return shapes
+
+
+def to_latent_grid(condition: Condition, fps: float | None, spec: SequenceSpec, mode: str) -> tuple[Tensor, Tensor]:
+    """`Aggregator.to_latent_grid` for a condition at `fps`: (B, L, D) -> grid (B, T, D), grid mask (B, T)."""
+    if fps is None:
+        raise ContractError("resampling onto the latent grid needs a condition with an fps")
+    features, mask = condition.features, condition.mask
+    b, length, _ = features.shape
+    num_frames = spec.num_frames
+    grid, grid_mask = spec.to_grid(hold_last_valid(features, mask), fps, mask, mode=mode)
+    centres = (torch.arange(num_frames, device=features.device, dtype=torch.float64) + 0.5) / spec.latent_fps
+    covered = (centres * fps < length).expand(b, num_frames)  # (B, T)
+    return grid, covered if grid_mask is None else grid_mask & covered
+
+
+def condition_keep(condition: Condition, present: Tensor | None = None, drop: Tensor | None = None) -> Tensor:
+    """Which samples keep a condition (B,) bool: present, not dropped, and at least one valid frame."""
+    features = condition.features
+    keep = torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
+    if present is not None:
+        keep = keep & present.to(device=features.device, dtype=torch.bool)
+    if drop is not None:
+        keep = keep & ~drop.to(device=features.device, dtype=torch.bool)
+    if condition.mask is not None:
+        keep = keep & condition.mask.any(1)
+    return keep
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -322,9 +348,10 @@ class Aggregator(nn.Module, Conformable):
 class Backbone(nn.Module, Conformable):
     """The velocity network v(x_t, t, conditioning). x (B, T, C), t (B,), mask (B, T) -> v (B, T, C).
 
-    `bind(latent_channels, cond_channels, cross_attention)` sets the runtime dims after creation: the codec's
-    latent channels, the channels the channel-concat aggregators add, and whether any condition uses
-    cross-attention. `width` and `context_dim` tell aggregators what to produce.
+    Constructed once by assembly with its recipe params plus the final runtime sizes, as keyword arguments:
+    `latent_channels` (the codec's C), `cond_channels` (the channels the channel-concat aggregators add)
+    and `cross_attention` (whether any condition feeds cross-attention). Its params model must provide
+    `width` and may provide `context_dim` (default: width): aggregators are sized from them.
     """
 
     width: int
@@ -332,10 +359,11 @@ class Backbone(nn.Module, Conformable):
     latent_channels: int
     cond_channels: int
 
-    def bind(self, latent_channels: int, cond_channels: int = 0, cross_attention: bool = True) -> Backbone:  # noqa: D102
-        raise NotImplementedError
-
     def forward(  # noqa: D102
         self, x: Tensor, t: Tensor, cond: Conditioning | None = None, mask: Tensor | None = None
     ) -> Tensor:
         raise NotImplementedError
+
+
+# Runtime sizes for a standalone backbone (conformance checks): what assembly passes besides the params.
+EXAMPLE_BACKBONE_SIZES: dict[str, Any] = {"latent_channels": 4, "cond_channels": 3, "cross_attention": True}

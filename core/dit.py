@@ -312,7 +312,7 @@ class DiT(Backbone):
         cross_rope: str = "queries",
         attention: str = "auto",
         norm_eps: float = 1e-6,
-        latent_channels: int = 8,
+        latent_channels: int,
         cond_channels: int = 0,
         cross_attention: bool = True,
     ) -> None:
@@ -330,42 +330,20 @@ class DiT(Backbone):
         self.rotate_cross_q, self.rotate_cross_k = CROSS_ROPE[cross_rope]
         self.time_token = timestep == "token"
         self.eps = norm_eps
-        self._block_args: dict[str, Any] = dict(
-            width=width, heads=heads, head_dim=head_dim, ffn=ffn, ffn_hidden=ffn_hidden or 4 * width,
-            ffn_bias=ffn_bias, timestep=timestep, qk_norm=qk_norm, qkv_bias=qkv_bias,
-            cross_kv_heads=cross_kv_heads, backend=attention, eps=norm_eps,
-        )
-
         self.time_embed = TimestepEmbedder(width, time_dim)
         self.blocks = nn.ModuleList(
-            DiTBlock(**self._block_args, context_dim=self.context_dim if cross_attention else None)
+            DiTBlock(
+                width=width, heads=heads, head_dim=head_dim, ffn=ffn, ffn_hidden=ffn_hidden or 4 * width,
+                ffn_bias=ffn_bias, timestep=timestep, qk_norm=qk_norm, qkv_bias=qkv_bias,
+                context_dim=self.context_dim if cross_attention else None, cross_kv_heads=cross_kv_heads,
+                backend=attention, eps=norm_eps,
+            )
             for _ in range(depth)
         )
-        self.timestep = timestep
         self.latent_channels, self.cond_channels = latent_channels, cond_channels
         self.proj_in = nn.Linear(latent_channels + cond_channels, width)
         self.final = FinalLayer(width, latent_channels, timestep, norm_eps, attention)
         self.initialize_weights()
-
-    # binding -------------------------------------------------------------------------------------------------
-    def bind(self, latent_channels: int, cond_channels: int = 0, cross_attention: bool = True) -> DiT:
-        """Re-create the input/output projections (and add or drop cross-attention) for the runtime dims."""
-        if (latent_channels, cond_channels) != (self.latent_channels, self.cond_channels):
-            self.latent_channels, self.cond_channels = latent_channels, cond_channels
-            self.proj_in = nn.Linear(latent_channels + cond_channels, self.width)
-            self.final = FinalLayer(self.width, latent_channels, self.timestep, self.eps, self._block_args["backend"])
-            _init_linear(self.proj_in)
-            self.final.modulation.zero_()
-            nn.init.zeros_(self.final.linear.weight)
-            nn.init.zeros_(self.final.linear.bias)
-        for block in self.blocks:
-            if cross_attention and block.cross is None:
-                fresh = DiTBlock(**self._block_args, context_dim=self.context_dim)
-                block.cross_norm, block.cross = fresh.cross_norm, fresh.cross
-                block.cross.apply(_init_linear)
-            elif not cross_attention:
-                block.cross_norm, block.cross = None, None
-        return self
 
     @property
     def has_cross_attention(self) -> bool:
@@ -389,7 +367,7 @@ class DiT(Backbone):
         h = x if cond.channel is None else torch.cat([x, cond.channel.to(x.dtype)], dim=-1)  # (B, T, C + Cc)
         if h.shape[-1] != self.proj_in.in_features:
             raise ContractError(
-                f"dit: bound for {self.latent_channels} latent + {self.cond_channels} condition channels, "
+                f"dit: built for {self.latent_channels} latent + {self.cond_channels} condition channels, "
                 f"got {x.shape[-1]} + {h.shape[-1] - x.shape[-1]}"
             )
         h = self.proj_in(h)  # (B, T, W)
@@ -425,14 +403,14 @@ class DiT(Backbone):
             k_rope = self._rope(cond.context_pos, h.dtype)  # (Lc, rot/2) x 2
         context = None if cond.context is None else cond.context.to(h.dtype)  # (B, Lc, Dc)
         if context is not None and not self.has_cross_attention:
-            raise ContractError("dit: conditioning has cross-attention context but the backbone was bound without it")
+            raise ContractError("dit: conditioning has cross-attention context but the backbone was built without it")
         for block in self.blocks:
             h = block(h, c, rope, full_mask, context, cond.context_mask, q_rope, k_rope)  # (B, P + T, W)
         return self.final(h[:, prefix_len:], c)  # (B, T, C)
 
     # conformance ---------------------------------------------------------------------------------------------
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Random latents, times, and a context (if bound with cross-attention) with a padded second sample."""
+        """Random latents, times, condition channels and a context (if built with them); a padded second sample."""
         frames = 6
         x = torch.randn(batch_size, frames, self.latent_channels, generator=generator)
         t = torch.rand(batch_size, generator=generator)

@@ -131,8 +131,3 @@ class FlowMatching:
         loss, per_sample = masked_mse(pred, self.target(x0, x1), used)
         count = (used.sum() * x1.shape[-1] if used is not None else torch.tensor(x1.numel())).to(torch.float32)
         return FlowLoss(loss, per_sample, t, count.clamp_min(1.0))
-
-    @staticmethod
-    def to_data(fn: Callable[[float, Tensor], Tensor], x0: Tensor, sampler: Callable[..., object]) -> object:
-        """Integrate dx/dt = fn(t, x) from noise x0 (t=0) to data (t=1) with a sampler; returns its result."""
-        return sampler(fn, x0)

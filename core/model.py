@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .conditioning import Aggregator, Backbone, Conditioning
+from .conditioning import Aggregator, Backbone, Conditioning, condition_keep
 from .errors import ContractError
 from .flow import FlowLoss, FlowMatching
 from .interfaces import Codec, Condition, Encoder, Vocoder, lengths_mask
@@ -46,6 +46,12 @@ class Generation:
     mel: Tensor | None = None
     wav: Tensor | None = None
     nfe: int = 0
+
+
+def component_name(module: nn.Module) -> str:
+    """The name a component was registered under (its `name` attribute, or its class, when built directly)."""
+    info = getattr(module, "vssflow_component", None)
+    return info.name if info is not None else getattr(module, "name", None) or type(module).__name__
 
 
 def _freeze(module: nn.Module | None) -> None:
@@ -164,20 +170,36 @@ class FlowModel(nn.Module):
         drop: Mapping[str, Tensor] | None = None,
         device: torch.device | None = None,
     ) -> Conditioning:
-        """Every branch's Conditioning, merged; conditions in `drop` (B,) True or missing use their null."""
+        """Every branch's Conditioning on a grid of `num_frames` latent frames, merged (recipe order).
+
+        A condition is kept for a sample when present, not in `drop` (B,) and with a valid frame; otherwise
+        its aggregator puts the null embedding there. A condition missing from `encoded` is absent for the
+        whole batch: its aggregator sees one zero frame per sample, all not kept.
+        """
+        spec = self.spec.for_frames(num_frames)
         parts = []
         for name in self.names:
-            agg = self.aggregators[name]
+            aggregator, encoder = self.aggregators[name], self.encoders[name]
             enc = encoded.get(name)
-            d = None if drop is None else drop.get(name)
             if enc is None:
-                # absent for the whole batch: a null sample of the right shape, from dummy features
-                feats = torch.zeros(batch_size, 1, agg.binding.in_dim, device=device)
-                parts.append(agg(feats, present=torch.zeros(batch_size, dtype=torch.bool, device=device), num_frames=num_frames))
-                continue
-            cond = enc.condition
-            parts.append(agg(cond.features, cond.mask, present=enc.present, drop=d, num_frames=num_frames))
+                condition = Condition(torch.zeros(batch_size, 1, aggregator.dims.in_dim, device=device), None, encoder.fps)
+                keep = torch.zeros(batch_size, dtype=torch.bool, device=device)
+            else:
+                condition = enc.condition
+                self._check_dim(name, condition)
+                keep = condition_keep(condition, enc.present, None if drop is None else drop.get(name))
+            parts.append(aggregator(condition, keep, spec))
         return Conditioning.merge(parts)
+
+    def _check_dim(self, name: str, condition: Condition) -> None:
+        """ContractError naming the condition, its encoder and its aggregator when the feature dim is wrong."""
+        got, want = condition.features.shape[-1], self.aggregators[name].dims.in_dim
+        if got != want:
+            raise ContractError(
+                f"condition {name!r}: encoder {component_name(self.encoders[name])!r} gave features of dim {got}, "
+                f"but aggregator {component_name(self.aggregators[name])!r} was built for dim {want} "
+                f"(fix the encoder's output, or rebuild a feature cache made with another encoder)"
+            )
 
     def sample_dropout(
         self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None

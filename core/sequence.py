@@ -42,18 +42,16 @@ class SequenceSpec:
         """Latent frames needed to cover `seconds` of audio (rounded up)."""
         return max(1, math.ceil(seconds * self.latent_fps - _EPS))
 
-    def samples_for(self, seconds: float) -> int:
-        """Waveform samples in `seconds` (rounded to the nearest sample)."""
-        return round(seconds * self.sample_rate)
-
     def condition_frames(self, fps: float, seconds: float | None = None) -> int:
         """Frames a condition sampled at `fps` has over `seconds` (default: the window)."""
         seconds = self.duration_s if seconds is None else seconds
         return max(1, math.ceil(seconds * fps - _EPS))
 
-    def with_duration(self, seconds: float) -> SequenceSpec:
-        """The same grid over another duration."""
-        return SequenceSpec(self.sample_rate, self.hop_length, seconds)
+    def for_frames(self, num_frames: int) -> SequenceSpec:
+        """The same grid over exactly `num_frames` latent frames (a padded batch, a generation length)."""
+        if num_frames == self.num_frames:
+            return self
+        return SequenceSpec(self.sample_rate, self.hop_length, num_frames * self.hop_length / self.sample_rate)
 
     def grid_indices(self, src_fps: float, src_len: int, num_frames: int | None = None) -> torch.Tensor:
         """Index of the source frame (at `src_fps`) covering the centre of each latent frame. (T,)"""

@@ -1,7 +1,7 @@
 """vssflow.registry: plugin manager, hookspecs, component catalog, recipe schema and recipe assembly.
 
 Public API:
-    create(kind, name, **params)      build a registered component from validated params
+    create(kind, name, runtime=None, **params)  build a registered component from validated params
     list_components(kind=None)        registered ComponentSpecs
     hookimpl                          decorator for plugin hook implementations
 """
@@ -15,9 +15,10 @@ from .hookspecs import KINDS, hookimpl
 from .manager import PluginFailure, Registry, get_registry, reset_registry
 
 
-def create(kind: str, name: str, **params: Any) -> Any:
-    """Build component `name` of `kind` with `params` validated against its params model."""
-    return get_registry().create(kind, name, **params)
+def create(kind: str, name: str, /, runtime: dict[str, Any] | None = None, **params: Any) -> Any:
+    """Build component `name` of `kind` with `params` validated against its params model; `runtime` holds the
+    constructor arguments assembly resolves (an aggregator's `dims`, a backbone's latent channels)."""
+    return get_registry().create(kind, name, runtime, **params)
 
 
 def list_components(kind: str | None = None) -> list[ComponentSpec]:

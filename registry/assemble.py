@@ -1,11 +1,13 @@
-"""Recipe -> objects: every component through `vssflow.registry.create`, then bound to its runtime dims.
+"""Recipe -> objects. Every size is resolved first, then every component is constructed exactly once
+through `vssflow.registry.create`, with its recipe params plus the sizes it needs (`runtime`):
 
-    codec, vocoder            -> SequenceSpec(audio.sample_rate, codec.hop_length, audio.duration_s)
-    backbone                  -> width, context_dim
-    per condition: encoder    -> dim, fps
-                   aggregator -> bind(encoder dim/fps, backbone width/context dim, spec)
-    backbone.bind(codec channels, sum of channel-concat channels, any cross-attention condition)
-    sampler, flow objective   -> FlowModel
+    codec, vocoder                 -> SequenceSpec(audio.sample_rate, codec.hop_length, audio.duration_s)
+    backbone params (validated)    -> width, context_dim (default: width)
+    per condition: encoder         -> dim, fps
+                   aggregator      <- AggregatorDims(encoder dim, encoder fps, width, context_dim)
+    backbone                       <- latent_channels = codec channels, cond_channels = sum of the
+                                      aggregators' channels, cross_attention = any aggregator uses context
+    sampler, flow objective        -> FlowModel
 
 `count_parameters(recipe)` builds the same objects on the meta device (no memory, no init cost).
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from vssflow.core.conditioning import Aggregator, AggregatorBinding
+from vssflow.core.conditioning import Aggregator, AggregatorDims
 from vssflow.core.errors import RecipeError, VssflowError
 from vssflow.core.flow import FlowMatching
 from vssflow.core.interfaces import Vocoder
@@ -28,6 +30,7 @@ from vssflow.core.model import FlowModel
 from vssflow.core.sampling import Sampler
 from vssflow.core.sequence import SequenceSpec
 
+from .catalog import validate_params
 from .manager import get_registry
 from .recipe import Recipe, load_recipe
 
@@ -43,24 +46,34 @@ class Assembly:
     spec: SequenceSpec
 
 
-def _create(kind: str, key: str, ref: Any) -> Any:
+def _create(kind: str, key: str, ref: Any, runtime: dict[str, Any] | None = None) -> Any:
     """create() with the recipe key in the error message."""
     try:
-        return get_registry().create(kind, ref.name, **ref.params)
+        return get_registry().create(kind, ref.name, runtime, **ref.params)
     except VssflowError as exc:
         raise RecipeError(f"{key}: {exc}") from None
 
 
-def _create_meta_first(kind: str, key: str, ref: Any) -> Any:
+def _create_meta_first(kind: str, key: str, ref: Any, runtime: dict[str, Any] | None = None) -> Any:
     """create() on the meta device; a component that computes at init (mel filterbanks, loaded weights)
     is built on the CPU instead."""
     try:
-        return _create(kind, key, ref)
+        return _create(kind, key, ref, runtime)
     except VssflowError:
         raise
     except Exception:  # noqa: BLE001 - meta tensors cannot run data-dependent init code
         with torch.device("cpu"):
-            return _create(kind, key, ref)
+            return _create(kind, key, ref, runtime)
+
+
+def backbone_sizes(ref: Any) -> tuple[int, int]:
+    """(width, context_dim) of a backbone reference, from its validated params, before it is constructed."""
+    params = validate_params(get_registry().catalog.get("backbone", ref.name), ref.params, where="backbone.params")
+    width = getattr(params, "width", None)
+    if not isinstance(width, int):
+        raise RecipeError(f"backbone: {ref.name!r} has no integer `width` param, which aggregators are sized by")
+    context_dim = getattr(params, "context_dim", None)
+    return width, context_dim if context_dim is not None else width
 
 
 @contextmanager
@@ -103,7 +116,7 @@ def build(
     return assembly
 
 
-def _assemble(recipe: Recipe, create: Callable[[str, str, Any], Any] = _create) -> Assembly:
+def _assemble(recipe: Recipe, create: Callable[..., Any] = _create) -> Assembly:
     codec = create("codec", "audio.codec", recipe.audio.codec)
     with _where("audio.codec"):
         codec.check_sample_rate(recipe.audio.sample_rate)
@@ -111,21 +124,19 @@ def _assemble(recipe: Recipe, create: Callable[[str, str, Any], Any] = _create) 
     with _where("audio.vocoder"):
         vocoder.check_mel(codec.mel)
     spec = SequenceSpec(recipe.audio.sample_rate, codec.hop_length, recipe.audio.duration_s)
-    backbone = create("backbone", "backbone", recipe.backbone)
+    width, context_dim = backbone_sizes(recipe.backbone)
 
     encoders, aggregators = {}, {}
     for name, cond in recipe.conditions.items():
         encoder = create("encoder", f"conditions.{name}.encoder", cond.encoder)
-        aggregator: Aggregator = create("aggregator", f"conditions.{name}.aggregator", cond.aggregator)
-        with _where(f"conditions.{name}.aggregator"):
-            aggregator.bind(AggregatorBinding(encoder.dim, encoder.fps, backbone.width, backbone.context_dim, spec))
+        dims = AggregatorDims(encoder.dim, encoder.fps, width, context_dim)
+        aggregator: Aggregator = create("aggregator", f"conditions.{name}.aggregator", cond.aggregator, {"dims": dims})
         encoders[name], aggregators[name] = encoder, aggregator
-    with _where("backbone"):
-        backbone.bind(
-            codec.channels,
-            sum(a.channels for a in aggregators.values()),
-            any(a.uses_context for a in aggregators.values()),
-        )
+    backbone = create("backbone", "backbone", recipe.backbone, {
+        "latent_channels": codec.channels,
+        "cond_channels": sum(a.channels for a in aggregators.values()),
+        "cross_attention": any(a.uses_context for a in aggregators.values()),
+    })
 
     sampler = create("sampler", "sampler", recipe.sampler)
     for cname in sampler.condition_guidance:

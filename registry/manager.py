@@ -153,13 +153,17 @@ class Registry:
         """Plugins that failed to import or register."""
         return list(self._failures)
 
-    def create(self, kind: str, name: str, **params: Any) -> Any:
-        """Build a component from validated params and stamp it with its ComponentInfo."""
+    def create(self, kind: str, name: str, /, runtime: dict[str, Any] | None = None, **params: Any) -> Any:
+        """Build a component from validated params and stamp it with its ComponentInfo.
+
+        `runtime`: constructor arguments that assembly resolves rather than the recipe (an aggregator's
+        `dims`, a backbone's `latent_channels`), passed to the factory besides the params.
+        """
         spec = self.catalog.get(kind, name)
         validated = validate_params(spec, params, where=f"{kind} {name!r} params")
         resolved = validated.model_dump()
         try:
-            obj = spec.factory(**resolved)
+            obj = spec.factory(**(runtime or {}), **resolved)
         except (PluginError, TypeError) as exc:
             raise PluginError(
                 f"{kind} {name!r} from {spec.provenance.distribution} failed to build: {exc}"

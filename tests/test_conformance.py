@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from vssflow.core.conditioning import Aggregator, AggregatorDims, Conditioning
 from vssflow.core.interfaces import Condition, Encoder, InputContract
 from vssflow.registry import get_registry, hookimpl
 from vssflow.testing import ConformanceError, check_component, conformance_cases
@@ -45,12 +46,12 @@ class _Base(Encoder):
         return {"x": torch.randn(batch_size, 5, 3, generator=generator)}
 
     def expected_shapes(self, inputs):
-        return {"features": (inputs["x"].shape[0], 5, 4)}
+        return {} if self.flaw == "no-shapes" else {"features": (inputs["x"].shape[0], 5, 4)}
 
     def forward(self, x, mask=None):
         y = self.proj(x)
         if self.flaw != "unused-param":
-            y = y + 0 * self.unused(x)
+            y = y + (0 if self.flaw == "zero-path" else 0.1) * self.unused(x)
         if self.flaw == "nan":
             y = y / 0.0 * 0.0
         if self.flaw == "nondeterministic":
@@ -61,6 +62,27 @@ class _Base(Encoder):
         return Condition(y, None, self.fps)
 
 
+class _GatedAggregator(Aggregator):
+    """Frames -> additive through tanh(gate) * MLP; `dead-gate` zero-initialises both the MLP's last layer and
+    the gate, so neither ever gets a gradient; `none` zero-initialises the gate only (it learns first)."""
+
+    name = "flawed-test-aggregator"
+    requires_fps = True
+
+    def __init__(self, dims: AggregatorDims, flaw: str = "none"):
+        super().__init__(dims)
+        self.proj = nn.Sequential(nn.Linear(dims.in_dim, 8), nn.SiLU(), nn.Linear(8, dims.width))
+        self.null = nn.Parameter(torch.zeros(dims.in_dim))
+        self.gate = nn.Parameter(torch.zeros(dims.width))
+        if flaw == "dead-gate":
+            nn.init.zeros_(self.proj[2].weight)
+            nn.init.zeros_(self.proj[2].bias)
+
+    def forward(self, condition, keep, spec):
+        grid, grid_mask = self.to_latent_grid(condition, spec, "nearest")
+        return Conditioning(additive=torch.tanh(self.gate) * self.proj(self.frames_or_null(grid, grid_mask, keep)))
+
+
 @pytest.fixture(scope="module")
 def flawed():
     from pydantic import BaseModel
@@ -69,7 +91,8 @@ def flawed():
         flaw: str = "none"
 
     plugin = types.SimpleNamespace(
-        register_encoders=hookimpl(lambda register: register("flawed-test-encoder", _Base, params=P))
+        register_encoders=hookimpl(lambda register: register("flawed-test-encoder", _Base, params=P)),
+        register_aggregators=hookimpl(lambda register: register("flawed-test-aggregator", _GatedAggregator, params=P)),
     )
     get_registry().register_plugin(plugin, name="conformance-selftest", distribution="tests")
     return "flawed-test-encoder"
@@ -81,8 +104,25 @@ def test_a_correct_component_passes(flawed):
 
 @pytest.mark.parametrize(
     "flaw, check",
-    [("nan", "finite"), ("unused-param", "backward"), ("nondeterministic", "determinism"), ("shape", "shapes")],
+    [("nan", "finite"), ("unused-param", "backward"), ("nondeterministic", "determinism"), ("shape", "shapes"),
+     ("no-shapes", "shapes"), ("zero-path", "learns")],
 )
 def test_the_check_catches_broken_components(flawed, flaw, check):
     with pytest.raises(ConformanceError, match=f"'{check}'"):
         check_component("encoder", flawed, {"flaw": flaw})
+
+
+def test_a_zero_gate_over_a_live_layer_learns_and_over_a_zero_layer_does_not(flawed):
+    report = check_component("aggregator", "flawed-test-aggregator", {"flaw": "none"})
+    assert "learns" in report.checks
+    with pytest.raises(ConformanceError, match=r"'learns': .*gate.*proj\.2\.weight|'learns': .*proj\.2"):
+        check_component("aggregator", "flawed-test-aggregator", {"flaw": "dead-gate"})
+
+
+def test_aggregator_outputs_are_held_to_the_route_contract(flawed):
+    dims = AggregatorDims(in_dim=5, fps=None, width=16, context_dim=8)
+    with pytest.raises(ConformanceError, match="time-aligned"):  # a frame route needs an fps
+        check_component("aggregator", "flawed-test-aggregator", {"flaw": "none"}, runtime={"dims": dims},
+                        build_default=False)
+    report = check_component("aggregator", "cross-attn", {"projection": "linear"}, runtime={"dims": dims})
+    assert "shapes" in report.checks

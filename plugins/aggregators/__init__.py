@@ -1,7 +1,7 @@
 """Built-in aggregators: how a condition enters the backbone (docs/engine.md, "Aggregation routes").
 
-Each is created from these params, then bound by assembly to the encoder's dim/fps and the backbone's
-width/context dim (vssflow.core.conditioning.Aggregator.bind).
+Each is constructed once by assembly with `AggregatorDims` (the encoder's dim/fps, the backbone's
+width/context dim) and these params (vssflow.core.conditioning.Aggregator).
 """
 
 from __future__ import annotations

@@ -6,12 +6,12 @@ self-attention together with the audio frame they describe.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from vssflow.core.conditioning import EXAMPLE_BINDING, Aggregator, AggregatorBinding, Conditioning, projection
+from vssflow.core.conditioning import Aggregator, AggregatorDims, Conditioning, projection as build_projection
+from vssflow.core.interfaces import Condition
+from vssflow.core.sequence import SequenceSpec
 
 
 class ChannelConcatAggregator(Aggregator):
@@ -25,29 +25,21 @@ class ChannelConcatAggregator(Aggregator):
     requires_fps = True
 
     def __init__(
-        self, dim: int | None = None, projection: str = "mlp", mlp_ratio: float = 2.0, bias: bool = False,
-        resample: str = "nearest",
+        self, dims: AggregatorDims, dim: int | None = None, projection: str = "mlp", mlp_ratio: float = 2.0,
+        bias: bool = False, resample: str = "nearest",
     ) -> None:
-        super().__init__()
-        self.dim, self.kind, self.mlp_ratio, self.bias, self.resample = dim, projection, mlp_ratio, bias, resample
-        self.bind(EXAMPLE_BINDING)
+        super().__init__(dims)
+        self.out_dim = dim if dim is not None else dims.in_dim
+        self.resample = resample
+        self.proj = build_projection(projection, dims.in_dim, self.out_dim, mlp_ratio, bias)
+        self.null = nn.Parameter(torch.zeros(self.out_dim))
 
     @property
     def channels(self) -> int:
         """Channels added to the backbone's input."""
         return self.out_dim
 
-    def build(self, binding: AggregatorBinding) -> None:
-        """Projection in_dim -> dim and the null vector."""
-        self.out_dim = self.dim if self.dim is not None else binding.in_dim
-        self.proj = projection(self.kind, binding.in_dim, self.out_dim, self.mlp_ratio, self.bias)
-        self.null = nn.Parameter(torch.zeros(self.out_dim))
-
-    def route(self, features: Tensor, mask: Tensor | None, keep: Tensor, num_frames: int) -> Conditioning:
+    def forward(self, condition: Condition, keep: Tensor, spec: SequenceSpec) -> Conditioning:
         """Channels (B, T, dim) on the latent grid."""
-        grid, grid_mask = self.to_latent_grid(features, mask, num_frames, self.resample)  # (B, T, D), (B, T)
+        grid, grid_mask = self.to_latent_grid(condition, spec, self.resample)  # (B, T, D), (B, T)
         return Conditioning(channel=self.frames_or_null(self.proj(grid), grid_mask, keep))  # (B, T, dim)
-
-    def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        """(B, T, dim) over the whole window."""
-        return {"channel": (inputs["features"].shape[0], self.binding.spec.num_frames, self.out_dim)}

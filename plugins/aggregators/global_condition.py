@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from vssflow.core.conditioning import (
-    EXAMPLE_BINDING,
-    Aggregator,
-    AggregatorBinding,
-    Conditioning,
-    masked_mean,
-    projection,
-)
+from vssflow.core.conditioning import Aggregator, AggregatorDims, Conditioning, masked_mean, projection as build_projection
+from vssflow.core.interfaces import Condition
+from vssflow.core.sequence import SequenceSpec
 
 
 class GlobalAggregator(Aggregator):
@@ -27,26 +20,20 @@ class GlobalAggregator(Aggregator):
 
     name = "global"
 
-    def __init__(self, mode: str = "add", projection: str = "mlp", mlp_ratio: float = 2.0, bias: bool = False) -> None:
-        super().__init__()
-        self.mode, self.kind, self.mlp_ratio, self.bias = mode, projection, mlp_ratio, bias
-        self.bind(EXAMPLE_BINDING)
+    def __init__(
+        self, dims: AggregatorDims, mode: str = "add", projection: str = "mlp", mlp_ratio: float = 2.0,
+        bias: bool = False,
+    ) -> None:
+        super().__init__(dims)
+        self.mode = mode
+        self.proj = build_projection(projection, dims.in_dim, dims.width, mlp_ratio, bias)
+        self.null = nn.Parameter(torch.zeros(dims.width))
 
-    def build(self, binding: AggregatorBinding) -> None:
-        """Projection in_dim -> width and the null vector."""
-        self.proj = projection(self.kind, binding.in_dim, binding.width, self.mlp_ratio, self.bias)
-        self.null = nn.Parameter(torch.zeros(binding.width))
-
-    def route(self, features: Tensor, mask: Tensor | None, keep: Tensor, num_frames: int) -> Conditioning:
+    def forward(self, condition: Condition, keep: Tensor, spec: SequenceSpec) -> Conditioning:
         """global_embedding (B, W), or prefix (B, 1, W)."""
-        vec = self.proj(masked_mean(features, mask))  # (B, W)
+        vec = self.proj(masked_mean(condition.features, condition.mask))  # (B, W)
         vec = torch.where(keep[:, None], vec, self.null.to(vec.dtype).expand_as(vec))  # (B, W)
         return MODES[self.mode](vec)
-
-    def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        """(B, W) added, or (B, 1, W) as a token."""
-        b, w = inputs["features"].shape[0], self.binding.width
-        return {"global_embedding": (b, w)} if self.mode == "add" else {"prefix": (b, 1, w)}
 
 
 def _as_token(vec: Tensor) -> Conditioning:

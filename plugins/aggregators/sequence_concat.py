@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from vssflow.core.conditioning import (
-    EXAMPLE_BINDING,
-    Aggregator,
-    AggregatorBinding,
-    Conditioning,
-    projection,
-    timed_positions,
-)
+from vssflow.core.conditioning import Aggregator, AggregatorDims, Conditioning, projection as build_projection, timed_positions
+from vssflow.core.interfaces import Condition
+from vssflow.core.sequence import SequenceSpec
 
 
 class SequenceConcatAggregator(Aggregator):
@@ -26,23 +19,14 @@ class SequenceConcatAggregator(Aggregator):
 
     name = "sequence-concat"
 
-    def __init__(self, projection: str = "mlp", mlp_ratio: float = 2.0, bias: bool = False) -> None:
-        super().__init__()
-        self.kind, self.mlp_ratio, self.bias = projection, mlp_ratio, bias
-        self.bind(EXAMPLE_BINDING)
+    def __init__(self, dims: AggregatorDims, projection: str = "mlp", mlp_ratio: float = 2.0, bias: bool = False) -> None:
+        super().__init__(dims)
+        self.proj = build_projection(projection, dims.in_dim, dims.width, mlp_ratio, bias)
+        self.null = nn.Parameter(torch.zeros(dims.width))
 
-    def build(self, binding: AggregatorBinding) -> None:
-        """Projection in_dim -> width and one null token."""
-        self.proj = projection(self.kind, binding.in_dim, binding.width, self.mlp_ratio, self.bias)
-        self.null = nn.Parameter(torch.zeros(binding.width))
-
-    def route(self, features: Tensor, mask: Tensor | None, keep: Tensor, num_frames: int) -> Conditioning:
+    def forward(self, condition: Condition, keep: Tensor, spec: SequenceSpec) -> Conditioning:
         """Prefix tokens (B, L, W), their mask and positions."""
-        pos = timed_positions(features.shape[1], self.binding.fps, self.binding.spec.latent_fps, features.device)
-        tokens, tmask = self.tokens_or_null(self.proj(features), mask, keep)  # (B, L, W), (B, L)
+        features = condition.features
+        pos = timed_positions(features.shape[1], self.dims.fps, spec.latent_fps, features.device)  # (L,)
+        tokens, tmask = self.tokens_or_null(self.proj(features), condition.mask, keep)  # (B, L, W), (B, L)
         return Conditioning(prefix=tokens, prefix_mask=tmask, prefix_pos=pos)
-
-    def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        """(B, L, W)."""
-        b, length, _ = inputs["features"].shape
-        return {"prefix": (b, length, self.binding.width)}

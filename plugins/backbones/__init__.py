@@ -10,7 +10,8 @@ Positive = Annotated[int, Field(gt=0)]
 
 
 class DiTParams(BaseModel):
-    """Recipe params of the `dit` backbone; runtime dims (latent and condition channels) come from assembly."""
+    """Recipe params of the `dit` backbone; runtime sizes (latent and condition channels, whether any condition
+    uses cross-attention) come from assembly at construction."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,7 +49,8 @@ class DiTParams(BaseModel):
 
 
 def make_dit(**params: object):
-    """A DiT from validated recipe params (bound to small example dims until assembly binds it)."""
+    """A DiT from validated recipe params plus the runtime sizes assembly resolves (latent_channels,
+    cond_channels, cross_attention)."""
     from vssflow.core.dit import DiT  # torch stays out of `vssflow --help`
 
     return DiT(**params)

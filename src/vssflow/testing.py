@@ -10,11 +10,16 @@ Plugin authors:
 or use the `vssflow_conformance` fixture. What is checked (timm's habit, for every kind):
   1. the component builds from its default params (required fields taken from its registered `tiny`
      params) and from its `tiny` params (`{tmp}` in a string param becomes a fresh temporary directory);
+     aggregators and backbones also get the sizes assembly would resolve (`example_runtime(kind)`);
   2. `component(**component.example_inputs(batch, generator))` runs and the tensors named by
-     `output_tensors` have the shapes `expected_shapes` declares;
+     `output_tensors` have the shapes `expected_shapes` declares; an aggregator's routes are also held to
+     the route contract (`route_shapes`), and a component that declares no shape fails;
   3. every output is finite;
-  4. backward from the outputs reaches every trainable parameter;
-  5. the same seed gives the same parameters and the same output.
+  4. the same seed gives the same parameters and the same output;
+  5. backward from the outputs (a fixed random projection of them, so an output that starts at zero
+     still passes a gradient) reaches every trainable parameter;
+  6. every trainable parameter can learn: within a few sign-gradient steps each one gets a non-zero
+     gradient (a zero-initialised layer behind a zero gate never does).
 Datasets are checked for a non-empty length and well-formed samples instead.
 """
 
@@ -28,6 +33,8 @@ from typing import Any
 import pytest
 
 TMP_PLACEHOLDER = "{tmp}"
+LEARN_STEPS = 5  # sign-gradient steps in which every trainable parameter must get a non-zero gradient
+LEARN_RATE = 0.05
 
 
 class ConformanceError(AssertionError):
@@ -48,13 +55,26 @@ def _fill_tmp(params: dict[str, Any], tmp: Path) -> dict[str, Any]:
     return {k: (v.replace(TMP_PLACEHOLDER, str(tmp)) if isinstance(v, str) else v) for k, v in params.items()}
 
 
-def _build(kind: str, name: str, params: dict[str, Any], seed: int) -> Any:
+def example_runtime(kind: str) -> dict[str, Any]:
+    """The sizes assembly would pass to a component of `kind` besides its params (small example values)."""
+    if kind == "aggregator":
+        from vssflow.core.conditioning import EXAMPLE_DIMS
+
+        return {"dims": EXAMPLE_DIMS}
+    if kind == "backbone":
+        from vssflow.core.conditioning import EXAMPLE_BACKBONE_SIZES
+
+        return dict(EXAMPLE_BACKBONE_SIZES)
+    return {}
+
+
+def _build(kind: str, name: str, params: dict[str, Any], seed: int, runtime: dict[str, Any]) -> Any:
     import torch
 
     from vssflow.registry import create
 
     torch.manual_seed(seed)
-    return create(kind, name, **params)
+    return create(kind, name, runtime or None, **params)
 
 
 def _call(component: Any, batch_size: int, seed: int) -> tuple[dict[str, Any], Any]:
@@ -76,6 +96,60 @@ def _as_tensors(component: Any, output: Any) -> dict[str, Any]:
     if isinstance(output, (int, float)):
         return {"output": torch.tensor(float(output))}
     return component.output_tensors(output)
+
+
+def _shapes(kind: str, component: Any, inputs: dict[str, Any], output: Any) -> dict[str, tuple[int, ...]]:
+    """Declared shapes plus those the contract fixes (aggregator routes; a number is a scalar)."""
+    shapes = dict(component.expected_shapes(inputs))
+    if kind == "aggregator":
+        from vssflow.core.conditioning import Conditioning, route_shapes
+
+        if isinstance(output, Conditioning):
+            for key, shape in route_shapes(component, inputs, output).items():
+                shapes.setdefault(key, shape)
+    if isinstance(output, (int, float)):
+        shapes.setdefault("output", ())
+    return shapes
+
+
+def _probe_loss(tensors: dict[str, Any], seed: int) -> Any:
+    """sum <t, r> over outputs with fixed random r: its gradient never vanishes because an output is zero."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    total = None
+    for value in tensors.values():
+        if value.requires_grad:
+            r = torch.randn(value.shape, generator=gen).to(value.device)
+            term = (value.float() * r).sum() / max(1, value.numel()) ** 0.5
+            total = term if total is None else total + term
+    return total
+
+
+def _check_learns(kind: str, name: str, component: Any, trainable: list[str], batch_size: int, seed: int) -> None:
+    """Fail when a trainable parameter gets no non-zero gradient within LEARN_STEPS sign-gradient steps."""
+    import torch
+
+    silent = set(trainable)
+    params = dict(component.named_parameters())
+    for step in range(LEARN_STEPS):
+        _, output = _call(component, batch_size, seed)
+        loss = _probe_loss(_as_tensors(component, output), seed)
+        component.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            for pname in trainable:
+                grad = params[pname].grad
+                if grad is None:
+                    continue
+                if bool((grad != 0).any()):
+                    silent.discard(pname)
+                params[pname].sub_(LEARN_RATE * grad.sign())
+        if not silent:
+            return
+    shown = ", ".join(sorted(silent)[:5]) + (f" (+{len(silent) - 5} more)" if len(silent) > 5 else "")
+    _fail(kind, name, "learns", f"{shown} got only zero gradients in {LEARN_STEPS} steps "
+          "(a zero-initialised layer behind a zero gate never learns: initialise one of them non-zero)")
 
 
 def _check_dataset(kind: str, name: str, ds: Any, report: ConformanceReport) -> None:
@@ -101,13 +175,19 @@ def check_component(
     batch_size: int = 2,
     seed: int = 0,
     build_default: bool = True,
+    runtime: dict[str, Any] | None = None,
 ) -> ConformanceReport:
-    """Run the conformance checks on a registered component; ConformanceError says what failed."""
+    """Run the conformance checks on a registered component; ConformanceError says what failed.
+
+    `runtime`: the sizes assembly would pass (default: `example_runtime(kind)`), e.g. an aggregator's
+    `{"dims": AggregatorDims(...)}` to check it for a token condition (fps None).
+    """
     import torch
 
     from vssflow.registry import get_spec
 
     spec = get_spec(kind, name)
+    runtime = example_runtime(kind) if runtime is None else runtime
     with tempfile.TemporaryDirectory(prefix="vssflow-conformance-") as tmp:
         tmp_path = Path(tmp)
         if params is None:
@@ -119,11 +199,14 @@ def check_component(
                 # defaults for everything the params model defaults; required fields come from `tiny`
                 required = [k for k, f in spec.params.model_fields.items() if f.is_required()]
                 default_params = {k: params[k] for k in required if k in params}
-                _build(kind, name, default_params, seed)
+                _build(kind, name, default_params, seed, runtime)
             except Exception as exc:  # noqa: BLE001 - reported as a conformance failure
                 _fail(kind, name, "builds from default params", f"{type(exc).__name__}: {exc}")
             report.checks.append("builds from default params")
-        component = _build(kind, name, params, seed)
+        try:
+            component = _build(kind, name, params, seed, runtime)
+        except Exception as exc:  # noqa: BLE001 - reported as a conformance failure
+            _fail(kind, name, "builds", f"{type(exc).__name__}: {exc}")
         report.checks.append("builds")
 
         if not hasattr(component, "example_inputs") and hasattr(component, "__getitem__"):
@@ -139,7 +222,11 @@ def check_component(
             _fail(kind, name, "forward", "output_tensors() returned no tensors")
         report.checks.append("forward")
 
-        for key, shape in component.expected_shapes(inputs).items():
+        shapes = _shapes(kind, component, inputs, output)
+        if not shapes:
+            _fail(kind, name, "shapes", "declares no output shape: implement expected_shapes(inputs) -> "
+                  f"{{name: shape}} for the outputs {sorted(tensors)}")
+        for key, shape in shapes.items():
             if key not in tensors:
                 _fail(kind, name, "shapes", f"expected an output named {key!r}, got {sorted(tensors)}")
             if tuple(tensors[key].shape) != tuple(shape):
@@ -152,23 +239,7 @@ def check_component(
                 _fail(kind, name, "finite", f"{key} has {bad} non-finite values")
         report.checks.append("finite")
 
-        trainable = (
-            [(n, p) for n, p in component.named_parameters() if p.requires_grad] if is_module else []
-        )
-        if trainable:
-            grads = [t for t in tensors.values() if t.requires_grad]
-            if not grads:
-                _fail(kind, name, "backward", "has trainable parameters but no output requires grad")
-            loss = sum((t.float() ** 2).mean() for t in grads)
-            component.zero_grad(set_to_none=True)
-            loss.backward()
-            missing = [n for n, p in trainable if p.grad is None]
-            if missing:
-                shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
-                _fail(kind, name, "backward", f"no gradient reaches {shown}")
-            report.checks.append("backward")
-
-        again = _build(kind, name, params, seed)
+        again = _build(kind, name, params, seed, runtime)
         if is_module:
             a_state, b_state = component.state_dict(), again.state_dict()
             for key in a_state:
@@ -180,6 +251,22 @@ def check_component(
             if not torch.allclose(value.detach().float(), tensors2[key].detach().float(), rtol=1e-5, atol=1e-6):
                 _fail(kind, name, "determinism", f"same seed gave a different {key}")
         report.checks.append("determinism")
+
+        trainable = [n for n, p in component.named_parameters() if p.requires_grad] if is_module else []
+        if trainable:
+            loss = _probe_loss(tensors, seed)
+            if loss is None:
+                _fail(kind, name, "backward", "has trainable parameters but no output requires grad")
+            component.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = dict(component.named_parameters())
+            missing = [n for n in trainable if grads[n].grad is None]
+            if missing:
+                shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+                _fail(kind, name, "backward", f"no gradient reaches {shown}")
+            report.checks.append("backward")
+            _check_learns(kind, name, component, trainable, batch_size, seed)
+            report.checks.append("learns")
     return report
 
 

@@ -7,13 +7,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vssflow.core.conditioning import Aggregator, AggregatorBinding
+from vssflow.core.conditioning import AggregatorDims
 from vssflow.core.dit import DiT
 from vssflow.core.flow import FlowMatching
 from vssflow.core.interfaces import Codec, Condition, Encoder, InputContract, MelSpec
 from vssflow.core.model import FlowModel
 from vssflow.core.sampling import Sampler
 from vssflow.core.sequence import SequenceSpec
+from vssflow.registry import create
 
 
 class LatentCodec(Codec):
@@ -71,33 +72,41 @@ class FeatureEncoder(Encoder):
         return Condition(x, mask, self.fps)
 
 
-def small_dit(**overrides: Any) -> DiT:
-    """A CPU-sized DiT (bound later)."""
-    params = dict(depth=2, width=32, heads=4, ffn_hidden=64, time_dim=32, attention="sdpa")
-    params.update(overrides)
-    return DiT(**params)
+SMALL_DIT: dict[str, Any] = dict(depth=2, width=32, heads=4, ffn_hidden=64, time_dim=32, attention="sdpa")
+
+
+def small_dit(latent_channels: int = 3, cond_channels: int = 0, cross_attention: bool = True, **overrides: Any) -> DiT:
+    """A CPU-sized DiT with its final sizes."""
+    return DiT(**{**SMALL_DIT, **overrides}, latent_channels=latent_channels, cond_channels=cond_channels,
+               cross_attention=cross_attention)
 
 
 def make_model(
-    conditions: dict[str, tuple[Encoder, Aggregator]],
+    conditions: dict[str, tuple[Encoder, str, dict[str, Any]]],
     spec: SequenceSpec,
-    backbone: DiT | None = None,
+    backbone: dict[str, Any] | None = None,
     channels: int = 4,
     sampler: Sampler | None = None,
     **model_kwargs: Any,
 ) -> FlowModel:
-    """Bind aggregators and backbone the way registry.assemble does, and wrap them in a FlowModel."""
-    backbone = backbone or small_dit()
-    for enc, agg in conditions.values():
-        agg.bind(AggregatorBinding(enc.dim, enc.fps, backbone.width, backbone.context_dim, spec))
-    backbone.bind(
-        channels,
-        sum(agg.channels for _, agg in conditions.values()),
-        any(agg.uses_context for _, agg in conditions.values()),
+    """Construct aggregators and backbone once, with final sizes, the way registry.assemble does.
+
+    conditions: {name: (encoder, aggregator name, aggregator params)}; backbone: DiT params over SMALL_DIT.
+    """
+    params = {**SMALL_DIT, **(backbone or {})}
+    width = params["width"]
+    context_dim = params.get("context_dim") or width
+    aggregators = {
+        name: create("aggregator", agg, {"dims": AggregatorDims(enc.dim, enc.fps, width, context_dim)}, **agg_params)
+        for name, (enc, agg, agg_params) in conditions.items()
+    }
+    dit = DiT(
+        **params, latent_channels=channels, cond_channels=sum(a.channels for a in aggregators.values()),
+        cross_attention=any(a.uses_context for a in aggregators.values()),
     )
     codec = LatentCodec(channels, spec.hop_length, spec.sample_rate)
     return FlowModel(
-        codec, backbone, {n: e for n, (e, _) in conditions.items()}, {n: a for n, (_, a) in conditions.items()},
+        codec, dit, {n: e for n, (e, _, _) in conditions.items()}, aggregators,
         spec, model_kwargs.pop("flow", FlowMatching()), sampler=sampler, **model_kwargs,
     )
 

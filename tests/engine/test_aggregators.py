@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from tests.engine.components import small_dit
-from vssflow.core.conditioning import AggregatorBinding, Conditioning
+from vssflow.core.conditioning import AggregatorDims, Conditioning, condition_keep
+from vssflow.core.errors import ContractError
+from vssflow.core.interfaces import Condition
 from vssflow.core.sequence import SequenceSpec
 from vssflow.registry import create
 from vssflow.testing import check_component
@@ -26,12 +28,20 @@ CASES = [
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items()) or 'default'}" for n, p in CASES]
 
 
+def _agg(name, in_dim=4, fps=10.0, width=32, context_dim=16, **params):
+    return create("aggregator", name, {"dims": AggregatorDims(in_dim, fps, width, context_dim)}, **params)
+
+
+def _run(agg, features, mask=None, present=None, drop=None, num_frames=25):
+    """Call an aggregator as the model does: a Condition, who keeps it, and the grid of `num_frames` frames."""
+    condition = Condition(features, mask, agg.dims.fps)
+    return agg(condition, condition_keep(condition, present, drop), SPEC.for_frames(num_frames))
+
+
 def _bound(name, params, fps=10.0, in_dim=6, seed=0):
     torch.manual_seed(seed)
-    agg = create("aggregator", name, **params)
-    dit = small_dit(cross_rope="both", qk_norm=True)
-    agg.bind(AggregatorBinding(in_dim, fps, dit.width, dit.context_dim, SPEC))
-    dit.bind(3, agg.channels, cross_attention=agg.uses_context)
+    agg = _agg(name, in_dim, fps, 32, 32, **params)
+    dit = small_dit(cross_rope="both", qk_norm=True, cond_channels=agg.channels, cross_attention=agg.uses_context)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in [*agg.parameters(), *dit.parameters()]:
@@ -52,7 +62,7 @@ def test_padding_never_changes_valid_velocities(name, params):
     t = torch.rand(2, generator=g)
     clean = feats.clone()
     clean[1, 6:] = 0.0
-    ref = dit(x, t, agg(clean, fmask, num_frames=25), xmask)
+    ref = dit(x, t, _run(agg, clean, fmask, num_frames=25), xmask)
 
     noisy = torch.cat([feats, 40 * torch.randn(2, 4, 6, generator=g)], 1)  # garbage in every padded frame
     noisy[1, 6:] = 40 * torch.randn(8, 6, generator=g)
@@ -60,7 +70,7 @@ def test_padding_never_changes_valid_velocities(name, params):
     x_pad = torch.cat([x, 40 * torch.randn(2, 5, 3, generator=g)], 1)
     x_pad[1, 15:] = 40 * torch.randn(15, 3, generator=g)
     xmask_pad = torch.cat([xmask, torch.zeros(2, 5, dtype=torch.bool)], 1)
-    out = dit(x_pad, t, agg(noisy, nmask, num_frames=30), xmask_pad)
+    out = dit(x_pad, t, _run(agg, noisy, nmask, num_frames=30), xmask_pad)
     torch.testing.assert_close(out[:, :25][xmask], ref[xmask], atol=1e-5, rtol=1e-5)
 
 
@@ -71,46 +81,61 @@ def test_absent_and_dropped_samples_use_the_null_embedding(name, params):
     a, b = torch.randn(2, 10, 6, generator=g), torch.randn(2, 10, 6, generator=g)
     x, t = torch.randn(2, 25, 3, generator=g), torch.rand(2, generator=g)
     absent = torch.tensor([True, False])
-    va = dit(x, t, agg(a, present=absent))
-    vb = dit(x, t, agg(b, drop=~absent))  # dropping sample 1 == sample 1 absent
+    va = dit(x, t, _run(agg, a, present=absent))
+    vb = dit(x, t, _run(agg, b, drop=~absent))  # dropping sample 1 == sample 1 absent
     torch.testing.assert_close(va[1], vb[1])
     assert not torch.allclose(va[0], vb[0])  # present samples still see their features
-    fully = agg(a, mask=torch.zeros(2, 10, dtype=torch.bool))  # no valid frame at all: treated as absent
-    nulls = agg(b, present=torch.zeros(2, dtype=torch.bool))
+    fully = _run(agg, a, mask=torch.zeros(2, 10, dtype=torch.bool))  # no valid frame at all: treated as absent
+    nulls = _run(agg, b, present=torch.zeros(2, dtype=torch.bool))
     for key, value in fully.tensors().items():
         torch.testing.assert_close(value, nulls.tensors()[key])
 
 
-def test_channel_concat_follows_the_sequence_spec_grid():
-    agg = create("aggregator", "channel-concat", projection="none")
-    agg.bind(AggregatorBinding(4, 10.0, 32, 32, SPEC))
-    feats = torch.randn(1, 10, 4)
-    out = agg(feats, num_frames=25).channel  # (1, 25, 4)
-    idx = SPEC.grid_indices(10.0, 10, 25)
-    torch.testing.assert_close(out[0], feats[0, idx])
+# 10 fps -> 25 latent frames per second: latent frame i covers [i/25, (i+1)/25) s and takes the video frame
+# that holds its centre (i + 0.5) / 25 s, i.e. floor((i + 0.5) * 0.4); worked out by hand, not by the code.
+CENTRE_INDICES_10_TO_25 = [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 5, 6, 6, 7, 7, 7, 8, 8, 9, 9, 9]
+
+
+def test_grid_resampling_takes_the_frame_under_each_latent_frame_centre():
+    assert SPEC.grid_indices(10.0, 10, 25).tolist() == CENTRE_INDICES_10_TO_25
+    agg = _agg("channel-concat", projection="none")
+    feats = torch.arange(10.0)[None, :, None].expand(1, 10, 4)  # frame j carries the value j
+    out = _run(agg, feats, num_frames=25).channel  # (1, 25, 4)
+    assert out[0, :, 0].tolist() == CENTRE_INDICES_10_TO_25
+    # linear: interpolate between frame centres; source position (i + 0.5) * 0.4 - 0.5, clamped to [0, 9]
+    lin = _run(_agg("channel-concat", projection="none", resample="linear"), feats, num_frames=25).channel
+    want = [min(max((i + 0.5) * 0.4 - 0.5, 0.0), 9.0) for i in range(25)]
+    torch.testing.assert_close(lin[0, :, 0], torch.tensor(want))
     with torch.no_grad():
         agg.null.fill_(7.0)
-    short = agg(feats[:, :4], num_frames=25).channel  # 0.4 s of condition: later frames are null
+    short = _run(agg, feats[:, :4], num_frames=25).channel  # 0.4 s of condition: later frames are null
     assert (short[0, 10:] == 7.0).all() and torch.equal(short[0, :10], out[0, :10])
 
 
 def test_cross_attn_context_positions_are_latent_frames():
-    agg = create("aggregator", "cross-attn")
-    agg.bind(AggregatorBinding(4, 10.0, 32, 16, SPEC))
-    cond = agg(torch.randn(2, 10, 4))
-    torch.testing.assert_close(cond.context_pos, (torch.arange(10.0) + 0.5) * 2.5 - 0.5)
-    token = create("aggregator", "cross-attn").bind(AggregatorBinding(4, None, 32, 16, SPEC))
-    assert torch.equal(token(torch.randn(2, 1, 4)).context_pos, torch.zeros(1))
+    cond = _run(_agg("cross-attn"), torch.randn(2, 10, 4))
+    # token j of a 10 fps condition: centre (j + 0.5) / 10 s = frame (j + 0.5) * 2.5 - 0.5 of the 25 Hz grid
+    assert cond.context_pos.tolist() == [0.75, 3.25, 5.75, 8.25, 10.75, 13.25, 15.75, 18.25, 20.75, 23.25]
+    token = _agg("cross-attn", fps=None)
+    assert torch.equal(_run(token, torch.randn(2, 1, 4)).context_pos, torch.zeros(1))
 
 
 def test_frame_routes_need_a_timed_condition():
-    from vssflow.core.errors import ContractError
-
     for name in ("channel-concat", "additive"):
         with pytest.raises(ContractError, match="time-aligned"):
-            create("aggregator", name).bind(AggregatorBinding(4, None, 32, 16, SPEC))
+            _agg(name, fps=None)
+    with pytest.raises(ContractError, match="to_grid needs a time-aligned"):
+        _agg("cross-attn", fps=None, to_grid=True)
     with pytest.raises(ContractError, match="projection 'none'"):
-        create("aggregator", "cross-attn", projection="none").bind(AggregatorBinding(4, 10.0, 32, 16, SPEC))
+        _agg("cross-attn", projection="none")
+
+
+def test_aggregators_are_built_once_with_their_final_sizes():
+    agg = _agg("channel-concat", in_dim=6, dim=5)
+    assert agg.proj[0].in_features == 6 and agg.proj[2].out_features == 5 and agg.null.shape == (5,)
+    assert agg.channels == 5 and not hasattr(agg, "bind")
+    cross = _agg("cross-attn", in_dim=6, context_dim=16, projection="linear")
+    assert cross.proj.weight.shape == (16, 6) and cross.uses_context
 
 
 def test_merge_concatenates_channels_and_tokens_and_sums_vectors():

@@ -27,7 +27,7 @@ def _context(b: int, lc: int, dim: int, g: torch.Generator) -> Conditioning:
 
 
 def test_zero_init_gives_zero_velocity_and_output_shape():
-    dit = small_dit().bind(latent_channels=3, cond_channels=2, cross_attention=True)
+    dit = small_dit(latent_channels=3, cond_channels=2, cross_attention=True)
     g = torch.Generator().manual_seed(0)
     cond = _context(2, 4, dit.context_dim, g)
     cond.channel = torch.randn(2, 7, 2, generator=g)
@@ -40,7 +40,6 @@ def test_zero_init_gives_zero_velocity_and_output_shape():
 @pytest.mark.parametrize("rope", ["none", "full", "partial"])
 def test_padding_never_changes_valid_outputs(timestep, rope):
     dit = small_dit(timestep=timestep, rope=rope, qk_norm=True, cross_rope="both", cross_kv_heads=2)
-    dit.bind(latent_channels=3, cond_channels=0, cross_attention=True)
     _randomise(dit)
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(2, 6, 3, generator=g), torch.rand(2, generator=g)
@@ -65,7 +64,7 @@ def test_padding_never_changes_valid_outputs(timestep, rope):
 
 
 def test_batch_elements_are_independent():
-    dit = small_dit().bind(3, 0, cross_attention=True)
+    dit = small_dit()
     _randomise(dit)
     g = torch.Generator().manual_seed(2)
     x, t, cond = torch.randn(3, 5, 3, generator=g), torch.rand(3, generator=g), _context(3, 4, dit.context_dim, g)
@@ -80,7 +79,7 @@ def test_without_rope_the_backbone_is_permutation_equivariant_and_with_rope_it_i
     x, t = torch.randn(1, 8, 3, generator=g), torch.rand(1, generator=g)
     perm = torch.randperm(8, generator=g)
     for rope, equivariant in (("none", True), ("partial", False)):
-        dit = small_dit(rope=rope).bind(3, 0, cross_attention=False)
+        dit = small_dit(rope=rope, cross_attention=False)
         _randomise(dit)
         same = torch.allclose(dit(x[:, perm], t)[:, :], dit(x, t)[:, perm], atol=1e-5)
         assert same == equivariant
@@ -92,7 +91,7 @@ def test_cross_rope_on_keys_makes_attention_depend_on_key_positions():
     ctx = torch.randn(1, 4, 32, generator=g)
     results = {}
     for mode in ("queries", "both"):
-        dit = small_dit(cross_rope=mode).bind(3, 0, cross_attention=True)
+        dit = small_dit(cross_rope=mode)
         _randomise(dit)
         a = dit(x, t, Conditioning(context=ctx, context_pos=torch.tensor([0.0, 1.0, 2.0, 3.0])))
         b = dit(x, t, Conditioning(context=ctx, context_pos=torch.tensor([0.0, 5.0, 9.0, 20.0])))
@@ -101,8 +100,8 @@ def test_cross_rope_on_keys_makes_attention_depend_on_key_positions():
 
 
 def test_grouped_kv_heads_shrink_the_cross_attention_projection():
-    full = small_dit(heads=4, cross_kv_heads=4, context_dim=16).bind(3, 0, True)
-    grouped = small_dit(heads=4, cross_kv_heads=1, context_dim=16).bind(3, 0, True)
+    full = small_dit(heads=4, cross_kv_heads=4, context_dim=16)
+    grouped = small_dit(heads=4, cross_kv_heads=1, context_dim=16)
     assert full.blocks[0].cross.kv.weight.shape == (2 * 4 * 8, 16)
     assert grouped.blocks[0].cross.kv.weight.shape == (2 * 1 * 8, 16)
     _randomise(grouped)
@@ -111,19 +110,18 @@ def test_grouped_kv_heads_shrink_the_cross_attention_projection():
     assert torch.isfinite(grouped(torch.randn(2, 4, 3, generator=g), torch.rand(2, generator=g), cond)).all()
 
 
-def test_bind_resizes_input_output_and_drops_cross_attention():
-    dit = small_dit()
-    dit.bind(latent_channels=5, cond_channels=7, cross_attention=False)
+def test_construction_sizes_input_output_and_cross_attention_once():
+    dit = small_dit(latent_channels=5, cond_channels=7, cross_attention=False)
     assert dit.proj_in.in_features == 12 and dit.final.linear.out_features == 5
-    assert not dit.has_cross_attention
-    dit.bind(latent_channels=5, cond_channels=7, cross_attention=True)
-    assert dit.has_cross_attention
+    assert not dit.has_cross_attention and not hasattr(dit, "bind")
+    assert small_dit(latent_channels=5, cond_channels=7, cross_attention=True).has_cross_attention
 
 
 def test_paper_backbone_size():
     with torch.device("meta"):
         dit = DiT(depth=10, width=1536, heads=24, head_dim=64, ffn="swiglu", ffn_hidden=6144, timestep="token",
-                  rope="partial", rope_dims=32, context_dim=768, cross_kv_heads=12).bind(128, 1824, True)
+                  rope="partial", rope_dims=32, context_dim=768, cross_kv_heads=12, latent_channels=128,
+                  cond_channels=1824, cross_attention=True)
     w, ctx, kv = 1536, 768, 12 * 64
     per_block = 4 * w * w + 4 * w + (2 * w * w + 2 * ctx * kv + 2 * w) + (w * 2 * 6144 + 2 * 6144 + 6144 * w + w)
     extra = (256 * w + w + w * w + w) + (1952 * w + w) + (2 * w + w * 128 + 128)

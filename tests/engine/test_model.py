@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.engine.components import FeatureEncoder, make_model, small_dit
+from tests.engine.components import FeatureEncoder, make_model
 from vssflow.core.flow import FlowMatching
 from vssflow.core.sequence import SequenceSpec
 from vssflow.registry import create
@@ -17,11 +17,11 @@ SPEC = SequenceSpec(16000, 640, 1.0)  # 25 latent frames
 def _model(seed: int = 0, **kwargs):
     torch.manual_seed(seed)
     conditions = {
-        "video": (FeatureEncoder(6, 10.0), create("aggregator", "cross-attn", projection="linear")),
-        "sync": (FeatureEncoder(4, 25.0), create("aggregator", "channel-concat", dim=3, projection="linear")),
-        "speaker": (FeatureEncoder(5, None), create("aggregator", "global")),
+        "video": (FeatureEncoder(6, 10.0), "cross-attn", {"projection": "linear"}),
+        "sync": (FeatureEncoder(4, 25.0), "channel-concat", {"dim": 3, "projection": "linear"}),
+        "speaker": (FeatureEncoder(5, None), "global", {}),
     }
-    model = make_model(conditions, SPEC, backbone=small_dit(timestep="token"), **kwargs)
+    model = make_model(conditions, SPEC, backbone={"timestep": "token"}, **kwargs)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # leave the zero init so the output depends on everything
         for p in model.parameters():

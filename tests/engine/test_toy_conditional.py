@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.engine.components import ClassEncoder, make_model, small_dit
+from tests.engine.components import ClassEncoder, make_model
 from vssflow.core.flow import FlowMatching
 from vssflow.core.sequence import SequenceSpec
 from vssflow.registry import create
@@ -21,9 +21,9 @@ def _train(seed: int = 0, steps: int = 300, batch: int = 256):
     torch.manual_seed(seed)
     spec = SequenceSpec(sample_rate=100, hop_length=100, duration_s=1.0)  # one latent frame
     model = make_model(
-        {"label": (ClassEncoder(3, 16), create("aggregator", "global"))},
+        {"label": (ClassEncoder(3, 16), "global", {})},
         spec,
-        backbone=small_dit(depth=2, width=64, heads=4, ffn_hidden=128, rope="none", time_dim=64),
+        backbone={"depth": 2, "width": 64, "heads": 4, "ffn_hidden": 128, "rope": "none", "time_dim": 64},
         channels=2,
         flow=FlowMatching("logit-normal"),
         cond_dropout=0.2,
