@@ -99,6 +99,33 @@ def test_cross_rope_on_keys_makes_attention_depend_on_key_positions():
     assert results == {"queries": True, "both": False}
 
 
+@pytest.mark.parametrize("timestep", ["token", "adaln"])
+def test_cross_rope_queries_leaves_keys_unrotated_when_the_context_is_as_long_as_the_queries(timestep):
+    # The paper's case: 1 time token + T audio frames of queries against T + 1 context tokens. Keys must stay
+    # unrotated: the result equals that of the same context with one extra masked token (lengths differ).
+    dit = small_dit(timestep=timestep, cross_rope="queries", qk_norm=True, rope="full")
+    _randomise(dit)
+    g = torch.Generator().manual_seed(6)
+    frames = 5
+    queries = frames + (1 if timestep == "token" else 0)
+    x, t = torch.randn(2, frames, 3, generator=g), torch.rand(2, generator=g)
+    ctx = torch.randn(2, queries, 32, generator=g)
+    pos = torch.arange(queries, dtype=torch.float32)
+    equal = dit(x, t, Conditioning(context=ctx, context_mask=torch.ones(2, queries, dtype=torch.bool),
+                                   context_pos=pos))
+    longer = dit(x, t, Conditioning(
+        context=torch.cat([ctx, torch.randn(2, 1, 32, generator=g)], 1),
+        context_mask=torch.cat([torch.ones(2, queries, dtype=torch.bool), torch.zeros(2, 1, dtype=torch.bool)], 1),
+        context_pos=torch.cat([pos, torch.tensor([float(queries)])]),
+    ))
+    torch.testing.assert_close(equal, longer, atol=1e-5, rtol=1e-5)
+    both = small_dit(timestep=timestep, cross_rope="both", qk_norm=True, rope="full")
+    both.load_state_dict(dit.state_dict())
+    rotated = both(x, t, Conditioning(context=ctx, context_mask=torch.ones(2, queries, dtype=torch.bool),
+                                      context_pos=pos))
+    assert not torch.allclose(rotated, equal, atol=1e-4)  # rotating the keys does change the result
+
+
 def test_grouped_kv_heads_shrink_the_cross_attention_projection():
     full = small_dit(heads=4, cross_kv_heads=4, context_dim=16)
     grouped = small_dit(heads=4, cross_kv_heads=1, context_dim=16)

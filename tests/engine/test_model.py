@@ -94,6 +94,40 @@ def test_generate_encodes_once_and_calls_the_backbone_once_per_step_with_all_gui
     assert calls[-1] == 2 and plain.nfe == 6  # no guidance: the conditional pass only
 
 
+def test_guided_velocity_of_the_model_is_the_chain_of_its_variants_with_asymmetric_scales():
+    sampler = create("sampler", "euler", steps=2, guidance=1.0, condition_guidance={"video": 2.0, "sync": 5.0,
+                                                                                    "speaker": 3.0})
+    model = _model(sampler=sampler).eval()
+    b, conds = 2, _conditions(2)
+    g = torch.Generator().manual_seed(9)
+    x, t = torch.randn(b, 25, 4, generator=g), 0.3
+    encoded = model.encode_conditions(conds, b)
+
+    def v(*kept):  # the model's velocity with only `kept` conditions (recipe order video, sync, speaker)
+        drop = {n: torch.full((b,), n not in kept) for n in model.names}
+        return model.velocity(x, torch.full((b,), t), model.aggregate(encoded, b, 25, drop))
+
+    with torch.no_grad():
+        vn, vv, vvs, vall = v(), v("video"), v("video", "sync"), v("video", "sync", "speaker")
+        want = vn + 2.0 * (vv - vn) + 5.0 * (vvs - vv) + 3.0 * (vall - vvs)
+        got = model.guided_velocity(conds, b, 25)(t, x)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_a_feature_dim_mismatch_names_the_condition_its_encoder_and_its_aggregator():
+    from vssflow.core.errors import ContractError
+
+    model = _model().eval()
+    conds = _conditions(2)
+    conds["sync"] = {"x": torch.randn(2, 25, 5), "present": torch.ones(2, dtype=torch.bool), "encoded": True}
+    with pytest.raises(ContractError) as err:
+        model.aggregate(model.encode_conditions(conds, 2), 2, 25)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("condition 'sync': encoder 'FeatureEncoder' gave features of dim 5, "
+                              "but aggregator 'channel-concat' was built for dim 4")
+
+
 def test_generate_is_deterministic_under_a_seed_and_decodes():
     model = _model(sampler=create("sampler", "heun", steps=3, guidance=2.0)).eval()
     a = model.generate(_conditions(2), seed=5)

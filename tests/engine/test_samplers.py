@@ -110,6 +110,21 @@ def test_per_condition_guidance_adds_conditions_in_order():
         guidance_plan(["a"], 2.0, {"z": 1.0})
 
 
+def test_asymmetric_per_condition_scales_weight_each_difference_with_its_own_scale():
+    # every scale different, first != last: using a neighbour's scale for any term changes the sum
+    plan = guidance_plan(["a", "b", "c"], 1.0, {"a": 2.0, "b": 5.0, "c": 3.0})
+    assert {t.keep: t.weight for t in plan} == {
+        frozenset(): 1.0 - 2.0, frozenset({"a"}): 2.0 - 5.0, frozenset({"a", "b"}): 5.0 - 3.0,
+        frozenset({"a", "b", "c"}): 3.0,
+    }
+    v = _velocities([t.keep for t in plan])
+    guided = sum(t.weight * v[t.keep] for t in plan)
+    vn, va, vab, vabc = 1.0, 10.0, 100.0, 1000.0
+    assert guided == pytest.approx(vn + 2.0 * (va - vn) + 5.0 * (vab - va) + 3.0 * (vabc - vab))  # 2660
+    two = guidance_plan(["a", "b"], 1.0, {"a": 4.0, "b": 1.5})  # v(none) + 4 (v(a) - v(none)) + 1.5 (v(ab) - v(a))
+    assert {t.keep: t.weight for t in two} == {frozenset(): -3.0, frozenset({"a"}): 2.5, frozenset({"a", "b"}): 1.5}
+
+
 def test_guided_velocity_batches_every_variant_into_one_call():
     calls = []
 

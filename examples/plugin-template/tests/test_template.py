@@ -36,3 +36,24 @@ def test_recipe_uses_the_plugin_by_name():
     recipe = load_recipe(HERE / "recipes" / "template-tiny.yaml")
     assert recipe.conditions["video"].encoder.name == "color-stats"
     assert recipe.conditions["video"].aggregator.name == "gated-additive"
+
+
+def test_gated_additive_starts_closed_and_learns_to_open():
+    from vssflow.core.conditioning import EXAMPLE_SPEC, AggregatorDims
+    from vssflow.core.interfaces import Condition
+
+    agg = create("aggregator", "gated-additive", {"dims": AggregatorDims(6, 10.0, 8, 8)}, hidden=16)
+    cond = Condition(torch.randn(2, 10, 6), None, 10.0)
+    keep = torch.ones(2, dtype=torch.bool)
+    out = agg(cond, keep, EXAMPLE_SPEC).additive
+    assert out.shape == (2, EXAMPLE_SPEC.num_frames, 8) and torch.count_nonzero(out) == 0  # closed at init
+    (out * torch.randn_like(out)).sum().backward()
+    assert agg.gate.grad.abs().sum() > 0  # the gate gets a gradient at step 1
+
+
+def test_template_recipe_builds_with_final_sizes():
+    from vssflow.registry.assemble import build
+
+    model = build(HERE / "recipes" / "template-tiny.yaml").model
+    agg = model.aggregators["video"]
+    assert agg.dims.in_dim == model.encoders["video"].dim == 32 and agg.dims.width == model.backbone.width

@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vssflow.core.conditioning import EXAMPLE_BINDING, Aggregator, AggregatorBinding, Conditioning
+from vssflow.core.conditioning import Aggregator, AggregatorDims, Conditioning
 from vssflow.core.interfaces import Condition, Encoder, InputContract
+from vssflow.core.sequence import SequenceSpec
 
 
 class ColorStatsEncoder(Encoder):
@@ -48,24 +49,26 @@ class GatedAdditiveAggregator(Aggregator):
     """Frame-aligned condition -> latent grid -> MLP -> added to hidden states through tanh(gate), gate = 0 at init.
 
     Starting at zero means a new condition cannot disturb a pretrained backbone until training opens the gate.
+    The gate learns from step 1 because the MLP in front of it is initialised normally (were both zero, no
+    gradient would ever reach either: the conformance check's `learns` fails that).
     """
 
     name = "gated-additive"
-    requires_fps = True
+    requires_fps = True  # a frame route: the condition needs a time axis
 
-    def __init__(self, hidden: int):
-        super().__init__()
-        self.hidden = hidden
-        self.bind(EXAMPLE_BINDING)
+    def __init__(self, dims: AggregatorDims, hidden: int = 128):
+        super().__init__(dims)  # checks requires_fps, stores dims
+        self.null = nn.Parameter(torch.zeros(dims.in_dim))  # used where the condition is absent or dropped
+        self.proj = nn.Sequential(nn.Linear(dims.in_dim, hidden), nn.SiLU(), nn.Linear(hidden, dims.width))
+        self.gate = nn.Parameter(torch.zeros(dims.width))
 
-    def build(self, binding: AggregatorBinding) -> None:
-        """Layers for the bound dims."""
-        self.null = nn.Parameter(torch.zeros(binding.in_dim))
-        self.proj = nn.Sequential(nn.Linear(binding.in_dim, self.hidden), nn.SiLU(), nn.Linear(self.hidden, binding.width))
-        self.gate = nn.Parameter(torch.zeros(binding.width))
-
-    def route(self, features: Tensor, mask: Tensor | None, keep: Tensor, num_frames: int) -> Conditioning:
-        """(B, L, D) at the condition's fps -> additive (B, T, W)."""
-        grid, grid_mask = self.to_latent_grid(features, mask, num_frames, mode="linear")  # (B, T, D)
+    def forward(self, condition: Condition, keep: Tensor, spec: SequenceSpec) -> Conditioning:
+        """(B, L, D) at the condition's fps -> additive (B, T, W) on the grid of `spec`."""
+        grid, grid_mask = self.to_latent_grid(condition, spec, mode="linear")  # (B, T, D), (B, T)
         frames = self.frames_or_null(grid, grid_mask, keep)  # (B, T, D)
         return Conditioning(additive=torch.tanh(self.gate) * self.proj(frames))  # (B, T, W)
+
+    def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """One W-vector per latent frame (the route contract checks this too)."""
+        b, t = inputs["condition"].features.shape[0], inputs["spec"].num_frames
+        return {"additive": (b, t, self.dims.width)}

@@ -19,7 +19,7 @@ class ColorStatsParams(BaseModel):
 
 
 class GatedAdditiveParams(BaseModel):
-    """Constructor arguments of GatedAdditiveAggregator."""
+    """Recipe arguments of GatedAdditiveAggregator (vssflow passes `dims` besides them)."""
 
     model_config = ConfigDict(extra="forbid")
     hidden: Annotated[int, Field(gt=0)] = 128
@@ -31,10 +31,10 @@ def _color_stats(**params):
     return ColorStatsEncoder(**params)
 
 
-def _gated_additive(**params):
+def _gated_additive(dims, **params):
     from .components import GatedAdditiveAggregator
 
-    return GatedAdditiveAggregator(**params)
+    return GatedAdditiveAggregator(dims, **params)
 
 
 @hookimpl
