@@ -315,17 +315,45 @@ def route_shapes(aggregator: Aggregator, inputs: dict[str, Any], output: Conditi
     return shapes
 
 
+def grid_indices(spec: SequenceSpec, src_fps: float, src_len: int) -> Tensor:
+    """Index of the source frame (at `src_fps`) under the centre of each latent frame of `spec`. (T,)
+
+    Latent frame i covers [i, i + 1) / latent_fps seconds; its centre (i + 0.5) / latent_fps falls in source
+    frame floor(centre * src_fps), clamped to the source.
+    """
+    centres = (torch.arange(spec.num_frames, dtype=torch.float64) + 0.5) / spec.latent_fps  # seconds
+    idx = torch.floor(centres * src_fps).long()
+    return idx.clamp_(0, max(src_len - 1, 0))
+
+
 def to_latent_grid(condition: Condition, fps: float | None, spec: SequenceSpec, mode: str) -> tuple[Tensor, Tensor]:
-    """`Aggregator.to_latent_grid` for a condition at `fps`: (B, L, D) -> grid (B, T, D), grid mask (B, T)."""
+    """Resample a condition's features (B, L, D) at `fps` onto the latent grid of `spec`: (B, T, D), and a grid
+    mask (B, T) that is False where the source frame is padding or past the condition's end.
+
+    `nearest` takes the frame under each latent frame's centre (keeps discrete embeddings such as phonemes
+    crisp); `linear` interpolates between source frame centres. Padded source frames are first replaced by
+    the last valid one (`hold_last_valid`), so padding is never read.
+    """
     if fps is None:
         raise ContractError("resampling onto the latent grid needs a condition with an fps")
-    features, mask = condition.features, condition.mask
+    features, mask = hold_last_valid(condition.features, condition.mask), condition.mask
     b, length, _ = features.shape
-    num_frames = spec.num_frames
-    grid, grid_mask = spec.to_grid(hold_last_valid(features, mask), fps, mask, mode=mode)
-    centres = (torch.arange(num_frames, device=features.device, dtype=torch.float64) + 0.5) / spec.latent_fps
-    covered = (centres * fps < length).expand(b, num_frames)  # (B, T)
-    return grid, covered if grid_mask is None else grid_mask & covered
+    t_frames = spec.num_frames
+    idx = grid_indices(spec, fps, length).to(features.device)  # (T,)
+    if mode == "nearest":
+        grid = features.index_select(1, idx)  # (B, T, D)
+    elif mode == "linear":
+        centres = (torch.arange(t_frames, device=features.device, dtype=torch.float32) + 0.5) / spec.latent_fps
+        pos = (centres * fps - 0.5).clamp(0, max(length - 1, 0))  # fractional source index (T,)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=length - 1)
+        w = (pos - lo.float()).view(1, -1, 1).to(features.dtype)
+        grid = features.index_select(1, lo) * (1 - w) + features.index_select(1, hi) * w  # (B, T, D)
+    else:
+        raise ValueError(f"unknown resampling mode {mode!r}; use 'nearest' or 'linear'")
+    centres64 = (torch.arange(t_frames, device=features.device, dtype=torch.float64) + 0.5) / spec.latent_fps
+    covered = (centres64 * fps < length).expand(b, t_frames)  # (B, T): the source still has a frame there
+    return grid, covered if mask is None else mask.index_select(1, idx) & covered
 
 
 def condition_keep(condition: Condition, present: Tensor | None = None, drop: Tensor | None = None) -> Tensor:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.engine.components import small_dit
-from vssflow.core.conditioning import AggregatorDims, Conditioning, condition_keep
+from vssflow.core.conditioning import AggregatorDims, Conditioning, condition_keep, grid_indices
 from vssflow.core.errors import ContractError
 from vssflow.core.interfaces import Condition
 from vssflow.core.sequence import SequenceSpec
@@ -97,7 +97,7 @@ CENTRE_INDICES_10_TO_25 = [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 5, 6, 6, 7,
 
 
 def test_grid_resampling_takes_the_frame_under_each_latent_frame_centre():
-    assert SPEC.grid_indices(10.0, 10, 25).tolist() == CENTRE_INDICES_10_TO_25
+    assert grid_indices(SPEC, 10.0, 10).tolist() == CENTRE_INDICES_10_TO_25
     agg = _agg("channel-concat", projection="none")
     feats = torch.arange(10.0)[None, :, None].expand(1, 10, 4)  # frame j carries the value j
     out = _run(agg, feats, num_frames=25).channel  # (1, 25, 4)
