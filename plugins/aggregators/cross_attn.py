@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vssflow.core.conditioning import Aggregator, AggregatorDims, Conditioning, projection as build_projection, timed_positions
+from vssflow.core.conditioning import Aggregator, AggregatorDims, Conditioning, timed_positions
+from vssflow.core.conditioning import projection as build_projection
 from vssflow.core.errors import ContractError
 from vssflow.core.interfaces import Condition
 from vssflow.core.sequence import SequenceSpec

@@ -132,7 +132,7 @@ def _check_learns(kind: str, name: str, component: Any, trainable: list[str], ba
 
     silent = set(trainable)
     params = dict(component.named_parameters())
-    for step in range(LEARN_STEPS):
+    for _ in range(LEARN_STEPS):
         _, output = _call(component, batch_size, seed)
         loss = _probe_loss(_as_tensors(component, output), seed)
         component.zero_grad(set_to_none=True)

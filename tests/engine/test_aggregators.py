@@ -112,6 +112,16 @@ def test_grid_resampling_takes_the_frame_under_each_latent_frame_centre():
     assert (short[0, 10:] == 7.0).all() and torch.equal(short[0, :10], out[0, :10])
 
 
+def test_a_condition_covers_the_latent_frames_whose_centres_fall_inside_it():
+    # 5 frames at 50 fps = 0.1 s. Latent frames (25 Hz) have centres at 0.02, 0.06, 0.10, ... s: frames 0 and 1
+    # are covered; frame 2's centre is exactly at 0.1 s, the condition's end, so it is not (nor any later one).
+    agg = _agg("channel-concat", fps=50.0, projection="none")
+    with torch.no_grad():
+        agg.null.fill_(-1.0)
+    out = _run(agg, torch.arange(5.0)[None, :, None].expand(1, 5, 4) + 1.0, num_frames=6).channel[0, :, 0]
+    assert out.tolist() == [2.0, 4.0, -1.0, -1.0, -1.0, -1.0]  # frames 1 and 3 (floor(0.02*50), floor(0.06*50))
+
+
 def test_cross_attn_context_positions_are_latent_frames():
     cond = _run(_agg("cross-attn"), torch.randn(2, 10, 4))
     # token j of a 10 fps condition: centre (j + 0.5) / 10 s = frame (j + 0.5) * 2.5 - 0.5 of the 25 Hz grid

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -24,6 +26,15 @@ def _context(b: int, lc: int, dim: int, g: torch.Generator) -> Conditioning:
         context_mask=torch.ones(b, lc, dtype=torch.bool),
         context_pos=torch.arange(lc, dtype=torch.float32) * 2.5,
     )
+
+
+def test_timestep_features_are_dit_sinusoids_of_1000_t():
+    from vssflow.core.dit import timestep_embedding
+
+    # dim 4: frequencies 10000^(-k/2) = 1, 0.01; at t = 0.001 the arguments are 1000 t f = 1 and 0.01
+    emb = timestep_embedding(torch.tensor([0.001]), 4)
+    want = torch.tensor([[math.cos(1.0), math.cos(0.01), math.sin(1.0), math.sin(0.01)]])
+    torch.testing.assert_close(emb, want)
 
 
 def test_zero_init_gives_zero_velocity_and_output_shape():
@@ -83,6 +94,25 @@ def test_without_rope_the_backbone_is_permutation_equivariant_and_with_rope_it_i
         _randomise(dit)
         same = torch.allclose(dit(x[:, perm], t)[:, :], dit(x, t)[:, perm], atol=1e-5)
         assert same == equivariant
+
+
+def test_rope_positions_are_latent_frames_with_the_time_token_and_untimed_tokens_at_zero(monkeypatch):
+    from vssflow.core import kernels
+
+    seen = []
+    real = kernels.rope_cos_sin
+
+    def record(positions, *args, **kwargs):
+        seen.append(positions.tolist())
+        return real(positions, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "rope_cos_sin", record)
+    dit = small_dit(timestep="token", cross_rope="both")
+    cond = Conditioning(prefix=torch.randn(1, 2, 32), prefix_pos=torch.tensor([0.75, 3.25]),
+                        context=torch.randn(1, 2, 32), context_pos=torch.tensor([0.0, 5.75]))
+    dit(torch.randn(1, 4, 3), torch.rand(1), cond)
+    # self-attention: time token at 0, prefix tokens at their positions, audio frame i at i; then the keys
+    assert seen == [[0.0, 0.75, 3.25, 0.0, 1.0, 2.0, 3.0], [0.0, 5.75]]
 
 
 def test_cross_rope_on_keys_makes_attention_depend_on_key_positions():

@@ -81,6 +81,18 @@ def test_a_missing_condition_is_the_same_as_absent_samples():
     torch.testing.assert_close(model.velocity(x, t, with_absent), model.velocity(x, t, missing))
 
 
+def test_a_dropped_condition_is_the_same_as_an_absent_one_in_the_model():
+    model = _model().eval()
+    b = 2
+    encoded = model.encode_conditions(_conditions(b), b)
+    x, t = torch.randn(b, 25, 4), torch.rand(b)
+    dropped = model.aggregate(encoded, b, 25, {n: torch.ones(b, dtype=torch.bool) for n in model.names})
+    absent = model.aggregate({}, b, 25)
+    kept = model.aggregate(encoded, b, 25, {n: torch.zeros(b, dtype=torch.bool) for n in model.names})
+    torch.testing.assert_close(model.velocity(x, t, dropped), model.velocity(x, t, absent))
+    assert not torch.allclose(model.velocity(x, t, kept), model.velocity(x, t, absent))
+
+
 def test_generate_encodes_once_and_calls_the_backbone_once_per_step_with_all_guidance_variants():
     model = _model(sampler=create("sampler", "euler", steps=6, guidance=3.0, condition_guidance={"sync": 5.0})).eval()
     calls = []
