@@ -312,7 +312,7 @@ class Judge(nn.Module, Conformable):
         h = hashlib.sha256()
         for key, tensor in sorted(self.state_dict().items()):
             h.update(key.encode())
-            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()[:16]
 
     def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:

@@ -173,7 +173,7 @@ def fit_classifier_judge(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             correct += int((target[idx].gather(1, logits.argmax(1, keepdim=True)) > 0).sum())
         history.append({"loss": round(total / len(wavs), 5), "accuracy": round(correct / len(wavs), 4)})
     freeze(net)
