@@ -3,7 +3,7 @@
 `av-offset` (a DeSync-style number): the visual motion energy of the clip's video (mean absolute luma
 difference of consecutive frames, stamped midway between them) and the audio onset envelope (positive
 log-mel spectral flux, 10 ms frames) are put on one 10 ms grid, standardised, and cross-correlated
-(Pearson over the overlap) for lags within +-`max_offset_s`; the best lag is the offset. Positive: the
+(sum of products over the overlap / clip length) for lags within +-`max_offset_s`; the best lag is the offset. Positive: the
 audio comes late. The metric is |offset| in ms (`signed: true` keeps the sign).
 
 `lip-offset` (an LSE-D-style proxy): the same search between the mouth opening (negated mean luma of the
@@ -76,10 +76,12 @@ def loudness_envelope(wav: Tensor, sample_rate: int, floor_db: float = 50.0) -> 
 
 def correlate_lags(a: tuple[np.ndarray, np.ndarray], v: tuple[np.ndarray, np.ndarray], max_lag_s: float,
                    min_overlap_s: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """Pearson correlation of audio a(t + lag) with visual v(t) on a 10 ms grid, for lags in +-max_lag_s.
+    """Normalised cross-correlation of audio a(t + lag) with visual v(t) on a 10 ms grid, lags in +-max_lag_s.
 
-    Returns (lags in seconds, correlations); lags whose overlap is shorter than `min_overlap_s` or where
-    either side is constant get correlation 0.
+    Both signals are standardised over the whole clip and each lag's sum of products is divided by the clip
+    length (the biased estimate: a lag that overlaps less of the clip cannot win on a few frames).
+    Returns (lags in seconds, correlations); lags with less than `min_overlap_s` of overlap, or a constant
+    signal, get 0.
     """
     (av, at), (vv, vt) = a, v
     end = min(at[-1], vt[-1]) if len(at) and len(vt) else 0.0
@@ -88,20 +90,17 @@ def correlate_lags(a: tuple[np.ndarray, np.ndarray], v: tuple[np.ndarray, np.nda
     corr = np.zeros(len(lags))
     if len(grid) < 3 or len(vt) < 2:
         return lags * STEP, corr
-    A = np.interp(grid, at, av)
-    V = np.interp(grid, vt, vv)
+    A, V = np.interp(grid, at, av), np.interp(grid, vt, vv)
+    if A.std() < 1e-9 or V.std() < 1e-9:
+        return lags * STEP, corr
+    A, V = (A - A.mean()) / A.std(), (V - V.mean()) / V.std()
     n = len(grid)
     min_overlap = max(3, round(min_overlap_s / STEP))
     for i, k in enumerate(lags):
-        if abs(k) >= n - min_overlap:
+        if n - abs(k) < min_overlap:
             continue
-        if k >= 0:
-            x, y = A[k:], V[: n - k]
-        else:
-            x, y = A[: n + k], V[-k:]
-        if len(x) < min_overlap or x.std() < 1e-9 or y.std() < 1e-9:
-            continue
-        corr[i] = float(np.corrcoef(x, y)[0, 1])
+        x, y = (A[k:], V[: n - k]) if k >= 0 else (A[: n + k], V[-k:])
+        corr[i] = float((x * y).sum() / n)
     return lags * STEP, corr
 
 
