@@ -138,8 +138,10 @@ class ResemblyzerJudge(LazyJudge):
             require("judge resemblyzer", ("resemblyzer", "webrtcvad", "librosa"))
             import contextlib
             import io
+            import warnings
 
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # webrtcvad's pkg_resources, resemblyzer's scipy import path
                 from resemblyzer import VoiceEncoder
 
                 encoder = VoiceEncoder("cpu", verbose=False)

@@ -427,9 +427,13 @@ class VoicingAgreement(_Pitch):
 
 @functools.lru_cache(maxsize=1)
 def _silero():
-    from silero_vad import load_silero_vad
+    import warnings
 
-    return load_silero_vad()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the package's own importlib.resources / torch.jit deprecations
+        from silero_vad import load_silero_vad
+
+        return load_silero_vad()
 
 
 def speech_probabilities(wav: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 SR = 16000
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def utterance(words: tuple[str, ...], speaker: int) -> torch.Tensor:
     """espeak-ng speech of `words` by synthetic speaker `speaker` at 16 kHz."""
     from vssflow.core.synth.speech import speak, speakers
@@ -21,7 +21,7 @@ def utterance(words: tuple[str, ...], speaker: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(wav)).float()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def synthetic_clip(family: str, index: int = 0, seconds: float = 2.0):
     """(frames (L, 3, H, W) in [0, 1], wav (S,), labels) of one synthetic benchmark clip, rendered in memory."""
     from vssflow.core.synth.generate import SynthConfig, render_clip
