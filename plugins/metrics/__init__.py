@@ -112,10 +112,10 @@ class WERParams(_Params):
     vocabulary: list[str] | None = None  # a closed word list (word-loop grammar)
 
 
-class SpeakerSimParams(_Params):
-    """Resemblyzer preprocessing."""
+class SpeakerSimParams(_JudgeParams):
+    """A speaker-embedding judge (resemblyzer's params: trim_silence, default true)."""
 
-    trim_silence: bool = True
+    judge: str = "resemblyzer"
 
 
 class NoParams(_Params):
@@ -249,7 +249,6 @@ _PANNS_METRICS = {
 # metric -> importable modules it needs (beyond the base install)
 REQUIRES: dict[str, tuple[str, ...]] = {
     "wer": ("pocketsphinx", "jiwer"),
-    "speaker-sim": ("resemblyzer", "webrtcvad", "librosa"),
     "dnsmos": ("speechmos", "onnxruntime", "librosa"),
     "dnsmos-sig": ("speechmos", "onnxruntime", "librosa"),
     "dnsmos-bak": ("speechmos", "onnxruntime", "librosa"),
@@ -262,8 +261,9 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "stoi": ("pystoi",),
     "pesq": ("pesq",),
 }
-_JUDGE_METRICS = {"fd", "kid", "is", "kl", "class-accuracy"}
-_DEFAULT_JUDGE = {"fd": "aisfx", "kid": "aisfx", "is": "logmel-cnn", "kl": "logmel-cnn", "class-accuracy": "logmel-cnn"}
+_JUDGE_METRICS = {"fd", "kid", "is", "kl", "class-accuracy", "speaker-sim"}
+_DEFAULT_JUDGE = {"fd": "aisfx", "kid": "aisfx", "is": "logmel-cnn", "kl": "logmel-cnn", "class-accuracy": "logmel-cnn",
+                  "speaker-sim": "resemblyzer"}
 
 
 def available(name: str, params: dict[str, Any] | None = None) -> tuple[bool, str]:

@@ -100,26 +100,25 @@ class _JudgeUser:
         if judge_path is not None:
             self.judge_params["path"] = judge_path
         self._judge = None
-        self.sample_rate = _JUDGE_RATES.get(judge, 16000)
 
     @property
     def judge(self):
-        """The judge component."""
+        """The judge component (judges read their weights on first use, so building one is cheap)."""
         if self._judge is None:
             from vssflow.registry import create
 
             self._judge = create("judge", self.judge_name, **self.judge_params)
-            self.sample_rate = self._judge.sample_rate
         return self._judge
+
+    @property
+    def sample_rate(self) -> int:
+        """The judge's rate: the evaluator resamples clips to it."""
+        return self.judge.sample_rate
 
     def judge_key(self, what: str) -> str:
         """judge name, version, rate, weights hash and output: what the features depend on."""
         j = self.judge
         return f"{j.name}:{j.version}:{j.sample_rate}:{j.weights_hash()}:{what}"
-
-
-# rates known before a judge loads (the evaluator resamples to `sample_rate` before calling)
-_JUDGE_RATES = {"aisfx": 44100, "resemblyzer": 16000, "logmel-cnn": 16000, "panns-cnn14": 16000}
 
 
 class FrechetDistance(_JudgeUser, SetMetric):

@@ -3,7 +3,7 @@
 | metric | definition | judge / tool | labels read |
 |---|---|---|---|
 | wer | word error rate of the ASR hypothesis against `transcript`, both normalised (lower case, no punctuation, single spaces) | pocketsphinx en-us (optionally a JSGF grammar), jiwer | transcript |
-| speaker-sim | cosine of speaker embeddings of the clip and a speaker reference | resemblyzer | speaker_reference (path or (S,) tensor; else the reference audio) |
+| speaker-sim | cosine of speaker embeddings of the clip and a speaker reference | resemblyzer (or any embedding judge) | speaker_reference (path or (S,) tensor; else the reference audio) |
 | dnsmos / dnsmos-sig / dnsmos-bak | DNSMOS P.835 OVRL / SIG / BAK (non-personalised polynomial fit) | speechmos (packaged ONNX) | - |
 | naturalness-mos | DistillMOS speech-naturalness MOS (1..5); a naturalness predictor, not UTMOS | distillmos | - |
 | mcd-dtw / mcd-dtw-sl | mel-cepstral distortion after DTW alignment (-SL: times max/min length ratio) | own DSP + librosa DTW | - |
@@ -153,29 +153,39 @@ class WordErrorRate(Metric):
 
 
 class SpeakerSimilarity(Metric):
-    """Cosine similarity of resemblyzer embeddings of the clip and `labels["speaker_reference"]`.
+    """Cosine similarity of speaker embeddings (a judge's `embed`; resemblyzer by default) of the clip and
+    `labels["speaker_reference"]`.
 
     The speaker reference is a path (any audio file, read at 16 kHz) or a 1-D 16 kHz tensor; without one,
-    the paired reference audio is the speaker reference.
+    the paired reference audio is the speaker reference. Any registered embedding judge works (`judge`,
+    `judge_path`, `judge_params`), e.g. a WavLM-ECAPA plugin for the SIM numbers papers report.
     """
 
     higher_is_better: ClassVar[bool] = True
     needs_reference: ClassVar[bool] = False
     label_keys: ClassVar[tuple[str, ...]] = ("speaker_reference",)
 
-    def __init__(self, trim_silence: bool = True):
-        require("metric speaker-sim", ("resemblyzer", "webrtcvad", "librosa"))
+    def __init__(self, judge: str = "resemblyzer", judge_path: str | None = None, judge_params: dict | None = None):
+        if judge == "resemblyzer":
+            require("metric speaker-sim", ("resemblyzer", "webrtcvad", "librosa"))
         self.sample_rate = SR
-        self.trim_silence = trim_silence
+        self.judge_name, self.judge_params = judge, dict(judge_params or {})
+        if judge_path is not None:
+            self.judge_params["path"] = judge_path
         self._judge = None
 
     @property
     def judge(self):
-        """The resemblyzer judge."""
+        """The embedding judge."""
         if self._judge is None:
             from vssflow.registry import create
 
-            self._judge = create("judge", "resemblyzer", trim_silence=self.trim_silence)
+            self._judge = create("judge", self.judge_name, **self.judge_params)
+            if self._judge.sample_rate != SR:
+                from vssflow.core.errors import PluginError
+
+                raise PluginError(f"speaker-sim works at 16 kHz; judge {self.judge_name!r} wants "
+                                  f"{self._judge.sample_rate} Hz")
         return self._judge
 
     def __call__(self, generated, reference=None, labels=None, lengths=None) -> Tensor:  # noqa: D102
