@@ -305,14 +305,17 @@ class NaturalnessMOS(Metric):
 
 
 def mel_cepstrum(wav: Tensor, order: int = 13, n_fft: int = 512, hop: int = 80, n_mels: int = 40) -> np.ndarray:
-    """(F, order) mel-cepstra c1..c_order of log-amplitude mel spectra (orthonormal DCT-II), 5 ms hop at 16 kHz."""
+    """(F, order) mel-cepstra c1..c_order of log-amplitude mel spectra (orthonormal DCT-II, power floored at
+    1e-8, i.e. -80 dB full scale), 5 ms hop at 16 kHz."""
     import torchaudio
 
     mel = torchaudio.transforms.MelSpectrogram(SR, n_fft=n_fft, hop_length=hop, n_mels=n_mels, f_min=0.0,
                                                f_max=SR / 2, power=2.0)(wav.float())
-    log_amp = 0.5 * torch.log(mel.clamp_min(1e-10))  # (M, F) natural-log amplitude
+    log_amp = 0.5 * torch.log(mel.clamp_min(1e-8))  # (M, F) natural-log amplitude, floor -80 dB full scale
     dct = torchaudio.functional.create_dct(order + 1, n_mels, norm="ortho")  # (M, order + 1)
-    return (log_amp.T @ dct)[:, 1:].double().numpy()
+    # sqrt(2 / M) turns the orthonormal DCT into cepstral-series coefficients: ln|H(w)| = c0 + 2 sum_d c_d cos(d w)
+    # on the mel axis, the scale SPTK's mel-cepstra (and so pymcd's dB values) have
+    return ((log_amp.T @ dct) * math.sqrt(2.0 / n_mels))[:, 1:].double().numpy()
 
 
 def mcd_dtw(gen: np.ndarray, ref: np.ndarray, length_penalty: bool = False) -> float:
