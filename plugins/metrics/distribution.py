@@ -87,6 +87,12 @@ def kl_softmax(gen_logits: Tensor, ref_logits: Tensor, eps: float = 1e-6) -> Ten
     return (p * (p.clamp_min(1e-300).log() - q.log())).sum(1).float()
 
 
+_LOCAL_WEIGHTS = {
+    "logmel-cnn": "a folder written by fit_classifier_judge (`vssflow evaluate --fit-judges`)",
+    "panns-cnn14": "a local Cnn14 checkpoint (.pth or .safetensors)",
+}
+
+
 class _JudgeUser:
     """Builds its judge on first use (so listing, validating and conformance stay cheap)."""
 
@@ -105,8 +111,11 @@ class _JudgeUser:
     def judge(self):
         """The judge component (judges read their weights on first use, so building one is cheap)."""
         if self._judge is None:
+            from vssflow.core.errors import PluginError
             from vssflow.registry import create
 
+            if self.judge_name in _LOCAL_WEIGHTS and "path" not in self.judge_params:
+                raise PluginError(f"judge {self.judge_name!r} needs judge_path: {_LOCAL_WEIGHTS[self.judge_name]}")
             self._judge = create("judge", self.judge_name, **self.judge_params)
         return self._judge
 

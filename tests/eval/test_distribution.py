@@ -147,3 +147,10 @@ def test_class_accuracy_rejects_classes_the_judge_does_not_know(fitted):
     acc = create("metric", "class-accuracy", judge_path=str(out))
     with pytest.raises(ValueError, match="not one of the judge's classes"):
         acc(tone(0.5, 200).unsqueeze(0), labels=[{"class": "violin"}])
+
+
+def test_a_classifier_metric_without_its_judge_weights_says_how_to_get_them():
+    from vssflow.core.errors import PluginError
+
+    with pytest.raises(PluginError, match="needs judge_path: a folder written by fit_classifier_judge"):
+        create("metric", "is").features([tone(0.5, 200)])
