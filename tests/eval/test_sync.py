@@ -71,3 +71,13 @@ def test_lip_offset_on_a_synthetic_talking_face():
     confidence = create("metric", "lip-sync-confidence")
     noise = 0.05 * torch.randn(wav.numel(), generator=torch.Generator().manual_seed(0))
     assert confidence(wav[None], labels=labels)[0] > confidence(noise[None], labels=labels)[0]
+
+
+def test_lip_offset_with_a_detected_face_crop():
+    pytest.importorskip("cv2")
+    video, wav, _ = synthetic_clip("visualtts", 1, 3.0)
+    labels = [{"video": video, "video_fps": 25.0}]
+    metric = create("metric", "lip-offset", signed=True, crop="detect")
+    base = float(metric(wav[None], labels=labels)[0])
+    late = float(metric(_delay(wav, 0.24)[None], labels=labels)[0])
+    assert abs(base) <= 40.0 and late - base == pytest.approx(240.0, abs=40.0)
