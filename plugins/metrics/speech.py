@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vssflow.core.errors import PluginError
 from vssflow.core.interfaces import Metric
 from vssflow.plugins.judges.deps import require
 
@@ -116,9 +117,17 @@ class WordErrorRate(Metric):
         elif grammar == "grid":
             self.grammar = grid_jsgf()
         elif grammar is not None:
-            self.grammar = Path(grammar).expanduser().read_text()
+            path = Path(grammar).expanduser()
+            if not path.is_file():
+                raise PluginError(f"metric wer: grammar must be 'grid' or a JSGF file; {path} does not exist")
+            self.grammar = path.read_text()
         else:
             self.grammar = None
+        try:
+            _decoder(self.grammar)
+        except ValueError as exc:
+            raise PluginError(f"metric wer: pocketsphinx cannot use the grammar ({exc}); check its JSGF syntax "
+                              "and that every word is in the en-us dictionary") from exc
 
     def transcribe(self, wav: Tensor) -> str:
         """The ASR hypothesis for one 16 kHz clip."""
@@ -182,8 +191,6 @@ class SpeakerSimilarity(Metric):
 
             self._judge = create("judge", self.judge_name, **self.judge_params)
             if self._judge.sample_rate != SR:
-                from vssflow.core.errors import PluginError
-
                 raise PluginError(f"speaker-sim works at 16 kHz; judge {self.judge_name!r} wants "
                                   f"{self._judge.sample_rate} Hz")
         return self._judge

@@ -98,3 +98,14 @@ def test_quality_predictors_prefer_clean_speech_to_noisy_speech(grid_words):
         metric = create("metric", name)
         scores = metric(batch, speech[None].repeat(2, 1)) if metric.needs_reference else metric(batch)
         assert scores[0] > scores[1], name
+
+
+def test_wer_grammar_errors_are_one_line(tmp_path):
+    from vssflow.core.errors import PluginError
+
+    with pytest.raises(PluginError, match="does not exist"):
+        create("metric", "wer", grammar=str(tmp_path / "missing.gram"))
+    bad = tmp_path / "bad.gram"
+    bad.write_text("#JSGF V1.0;\ngrammar g;\npublic <s> = ( zzqxv | qqzzv ;\n")
+    with pytest.raises(PluginError, match="cannot use the grammar"):
+        create("metric", "wer", grammar=str(bad))
