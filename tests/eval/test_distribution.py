@@ -154,3 +154,14 @@ def test_a_classifier_metric_without_its_judge_weights_says_how_to_get_them():
 
     with pytest.raises(PluginError, match="needs judge_path: a folder written by fit_classifier_judge"):
         create("metric", "is").features([tone(0.5, 200)])
+
+
+def test_feature_keys_change_with_the_judge_weights(fitted, tmp_path):
+    from vssflow.plugins.judges.classifier import write_untrained
+
+    out, _ = fitted
+    write_untrained(tmp_path / "untrained", ["high", "knock", "low"], channels=(8, 16, 32))
+    trained = create("metric", "fd", judge="logmel-cnn", judge_path=str(out)).feature_key()
+    untrained = create("metric", "fd", judge="logmel-cnn", judge_path=str(tmp_path / "untrained")).feature_key()
+    assert trained.split(":")[3] != untrained.split(":")[3]  # name:version:rate:weights-hash:output
+    assert create("metric", "is", judge_path=str(out)).feature_key().endswith(":logits")
