@@ -216,6 +216,11 @@ class Metric(Conformable):
     sample_rate: int = 16000
     needs_reference: ClassVar[bool] = True
     needs_labels: ClassVar[bool] = False
+    # the `labels` keys the metric reads (the evaluator fills them from manifest rows): "events",
+    # "transcript", "video" (a path), "speaker_reference" (a path), "class"; documented per metric
+    label_keys: ClassVar[tuple[str, ...]] = ()
+    needs_transcript: ClassVar[bool] = False
+    needs_video: ClassVar[bool] = False
 
     def __call__(
         self,
@@ -258,6 +263,7 @@ class SetMetric(Conformable):
 
     higher_is_better: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = True
+    min_clips: ClassVar[int] = 2  # fewer clips on either side and the score is undefined
     sample_rate: int = 16000
 
     def features(self, wavs: list[Tensor]) -> Tensor:  # noqa: D102
@@ -268,6 +274,10 @@ class SetMetric(Conformable):
 
     def feature_key(self) -> str:  # noqa: D102
         raise NotImplementedError
+
+    def __call__(self, generated: Tensor, reference: Tensor | None = None) -> float:
+        """`score` on two feature matrices (what the conformance check calls)."""
+        return self.score(generated, reference)
 
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
         """Features of two small random sets."""
@@ -302,7 +312,7 @@ class Judge(nn.Module, Conformable):
         h = hashlib.sha256()
         for key, tensor in sorted(self.state_dict().items()):
             h.update(key.encode())
-            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()[:16]
 
     def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:

@@ -61,3 +61,9 @@ def register_datasets(register):
 def register_metrics(register):
     """Built-in metrics."""
     _register_kind("metrics", register)
+
+
+@hookimpl
+def register_judges(register):
+    """Built-in judges."""
+    _register_kind("judges", register)

@@ -19,7 +19,7 @@ CASES = conformance_cases(distribution="vssflow")
 
 def test_there_are_builtins_of_every_kind():
     kinds = {kind for kind, _ in CASES}
-    assert kinds == {"encoder", "aggregator", "backbone", "sampler", "codec", "vocoder", "dataset", "metric"}
+    assert kinds == {"encoder", "aggregator", "backbone", "sampler", "codec", "vocoder", "dataset", "metric", "judge"}
 
 
 @pytest.mark.parametrize("kind, name", CASES, ids=[f"{k}:{n}" for k, n in CASES])

@@ -114,6 +114,7 @@ class OnsetTiming(Metric):
     higher_is_better = True
     needs_reference = False
     needs_labels = True
+    label_keys = ("events",)
 
     def __init__(self, sample_rate: int, tolerance_s: float, hop_length: int, threshold: float, min_gap_s: float,
                  onscreen_only: bool = True):
