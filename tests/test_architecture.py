@@ -179,3 +179,33 @@ def test_core_knows_no_data_set():
     from vssflow.plugins.datasets.layouts import LAYOUTS
 
     assert set(LAYOUTS) == {"vggsound", "lrs", "grid", "chem"}
+
+
+def test_wheel_ships_every_builtin_recipe(tmp_path):
+    """`vssflow recipe show NAME` works from an installed wheel only if the recipes are package data next to
+    the registry (vssflow/recipes/), where vssflow.registry.recipe looks. `make wheel-test` installs it."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from vssflow.registry.recipe import RECIPES_DIR
+
+    import shutil
+
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    src = tmp_path / "src"  # a clean copy: an in-tree build/lib would hide what setup.py no longer ships
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir",
+         str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    [wheel] = (tmp_path / "dist").glob("vssflow-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    recipes = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "recipes").rglob("*.yaml"))
+    assert recipes and all(f"vssflow/{r}" in names for r in recipes), sorted(n for n in names if "recipes" in n)
+    assert RECIPES_DIR.resolve() == (ROOT / "recipes").resolve()  # the editable layout: the same relative place
