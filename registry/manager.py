@@ -191,6 +191,7 @@ class Registry:
             if not isinstance(exc, VssflowError) and _building_on_meta():
                 raise  # shapes-only construction: the caller builds such a component on a real device instead
             text = str(exc.args[0]) if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)  # no repr
+            text = text.removeprefix(f"{kind} {name!r}: ")  # named once, in front
             what = text if isinstance(exc, VssflowError) else f"{type(exc).__name__}: {text}"
             raise PluginError(
                 f"{kind} {name!r} from {spec.provenance.distribution} {spec.provenance.version} failed to build: "

@@ -184,13 +184,12 @@ def test_core_knows_no_data_set():
 def test_wheel_ships_every_builtin_recipe(tmp_path):
     """`vssflow recipe show NAME` works from an installed wheel only if the recipes are package data next to
     the registry (vssflow/recipes/), where vssflow.registry.recipe looks. `make wheel-test` installs it."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
     from vssflow.registry.recipe import RECIPES_DIR
-
-    import shutil
 
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.split("\0")
