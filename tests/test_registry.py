@@ -273,6 +273,8 @@ def test_installed_plugin_reusing_a_builtin_name(plugin_dist):
     assert [f["plugin"] for f in both["failures"]] == ["vssflow-clash"]
     listed = _by_plugin(both)
     assert listed["vssflow-replace"] == {"aggregator": ["additive", "replace-extra"]}
+    replacing = next(p for p in both["plugins"] if p["name"] == "vssflow-replace")["components"]["aggregator"]
+    assert [c.get("replaces") for c in replacing] == ["vssflow", None]
     assert listed["vssflow"]["aggregator"] == [n for n in builtin["vssflow"]["aggregator"] if n != "additive"]
     assert {k: v for k, v in listed["vssflow"].items() if k != "aggregator"} == {
         k: v for k, v in builtin["vssflow"].items() if k != "aggregator"
