@@ -67,6 +67,16 @@ def _building_on_meta() -> bool:
     return torch is not None and torch.get_default_device().type == "meta"
 
 
+def _same_kind(exc: Exception, message: str) -> VssflowError:
+    """`message` as the same vssflow error class (a ContractError stays one), any other exception as PluginError."""
+    if isinstance(exc, VssflowError):
+        try:
+            return type(exc)(message)
+        except Exception:  # noqa: BLE001 - a subclass with its own constructor arguments
+            pass
+    return PluginError(message)
+
+
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
@@ -193,10 +203,11 @@ class Registry:
             text = str(exc.args[0]) if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)  # no repr
             text = text.removeprefix(f"{kind} {name!r}: ")  # named once, in front
             what = text if isinstance(exc, VssflowError) else f"{type(exc).__name__}: {text}"
-            raise PluginError(
+            message = (
                 f"{kind} {name!r} from {spec.provenance.distribution} {spec.provenance.version} failed to build: "
                 + " ".join(what.split())
-            ) from exc
+            )
+            raise _same_kind(exc, message) from exc
         info = ComponentInfo(kind, name, resolved, spec.provenance.distribution, spec.provenance.version)
         try:
             object.__setattr__(obj, "vssflow_component", info)
