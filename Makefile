@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install install-dev lint bench clean
+.PHONY: demo test wheel-test install install-dev lint bench clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q tests examples/plugin-template/tests
+
+# The wheel in a fresh virtual environment, as users install it: plugins, recipe show, a few training steps.
+wheel-test: $(VENV)/.installed
+	PYTHON=$(PY) .ci/wheel-smoke
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

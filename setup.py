@@ -1,4 +1,9 @@
-"""Maps the top-level folders onto the single `vssflow` namespace (core/ -> vssflow.core, ...)."""
+"""Maps the top-level folders onto the single `vssflow` namespace (core/ -> vssflow.core, ...).
+
+The built-in recipes (recipes/*.yaml, a data folder without Python) ship as package data under
+vssflow/recipes/, which is where `vssflow.registry.recipe` looks for them in an installed wheel and in the
+editable layout alike (next to the registry package).
+"""
 
 from setuptools import find_packages, setup
 
@@ -14,4 +19,12 @@ for name, path in ROOTS.items():
     packages.append(name)
     packages += [f"{name}.{sub}" for sub in find_packages(path)]
 
-setup(packages=packages, package_dir=ROOTS)
+RECIPES = {"vssflow.recipes": "recipes", "vssflow.recipes.ablations": "recipes/ablations"}
+packages += list(RECIPES)
+
+setup(
+    packages=packages,
+    package_dir={**ROOTS, **RECIPES},
+    package_data={name: ["*.yaml", "*.md"] for name in RECIPES},
+    exclude_package_data={"": ["*.pyc"]},
+)

@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from vssflow.core.synth import SynthConfig, generate
+    from vssflow.plugins.datasets.synth import SynthConfig, generate
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

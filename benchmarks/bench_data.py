@@ -41,7 +41,7 @@ def cpu_seconds() -> float:
 
 def bench_synth(root: Path, clips: int, seconds: float, workers: int) -> dict:
     """Generate a fresh synthetic set; clips per second of wall time, and CPU seconds per clip."""
-    from vssflow.core.synth import SynthConfig, generate
+    from vssflow.plugins.datasets.synth import SynthConfig, generate
 
     config = SynthConfig(clips=clips, seconds=seconds, seed=0)
     cpu0, start = cpu_seconds(), time.perf_counter()
@@ -117,7 +117,7 @@ def _tiny_encoder_plugin():
 
 def bench_extract(root: Path, cache: Path, limit: int, workers: int) -> list[dict]:
     """extract_features throughput with 0 and `workers` DataLoader workers (fresh cache each time)."""
-    from vssflow.core.feature_cache import extract_features
+    from vssflow.core.feature_extraction import extract_features
     from vssflow.core.manifest import read_manifest
     from vssflow.registry import create, get_registry
 

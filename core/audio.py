@@ -64,15 +64,6 @@ class LogMel(nn.Module):
         return torch.log(self.magnitude(wav).clamp_min(self.spec.log_floor))
 
 
-def mel_filterbank(spec: MelSpec) -> Tensor:
-    """The (n_fft // 2 + 1, n_mels) Slaney filterbank `LogMel` uses."""
-    import torchaudio
-
-    return torchaudio.functional.melscale_fbanks(
-        spec.n_fft // 2 + 1, spec.f_min, spec.f_max, spec.n_mels, spec.sample_rate, norm="slaney", mel_scale="slaney"
-    )
-
-
 def padded_window(win_length: int, n_fft: int, device=None, dtype=None) -> Tensor:
     """Periodic Hann window of `win_length`, zero-padded to `n_fft` in the centre (as torch.stft does). (n_fft,)"""
     window = torch.hann_window(win_length, device=device, dtype=dtype)

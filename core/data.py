@@ -365,21 +365,6 @@ class ClipDataset(Dataset):
             batch["wav"] = batch["wav"][:, : max(hop, min(keep, batch["wav"].shape[1]))]
         return batch
 
-    def example_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Per-frame shape of each condition's raw input (what an absent condition is padded with)."""
-        out = {}
-        for name, (modality, contract) in self.conditions.items():
-            if name in self.features:
-                out[name] = (contract.dim or 1,)
-            elif modality == "video":
-                h, w = contract.size or (1, 1)
-                out[name] = (3, h, w)
-            elif modality == "features":
-                out[name] = (contract.dim or 1,)
-            else:
-                out[name] = ()
-        return out
-
 
 # ----------------------------------------------------------------------------------------------------------
 # collate

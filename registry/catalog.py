@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from vssflow.core.errors import ComponentNotFoundError, PluginError, RecipeError
 
 from .hookspecs import KINDS
+from .messages import close_matches, describe_validation_error
 
 
 class NoParams(BaseModel):
@@ -40,6 +40,7 @@ class ComponentSpec:
     description: str
     provenance: Provenance
     tiny: dict[str, Any] = field(default_factory=dict)
+    replaces: Provenance | None = None  # the component this one overrode (override=True)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary."""
@@ -51,6 +52,7 @@ class ComponentSpec:
             "distribution": self.provenance.distribution,
             "version": self.provenance.version,
             "params": self.params.model_json_schema().get("properties", {}),
+            **({"replaces": self.replaces.plugin} if self.replaces is not None else {}),
         }
 
 
@@ -63,14 +65,6 @@ class ComponentInfo:
     params: dict[str, Any]
     distribution: str
     version: str
-
-
-def close_matches(word: str, options: list[str] | tuple[str, ...]) -> str:
-    """' (did you mean X?)' for the nearest options, or ''."""
-    found = difflib.get_close_matches(word, list(options), n=2, cutoff=0.55)
-    if not found:
-        return ""
-    return " (did you mean " + " or ".join(found) + "?)"
 
 
 class Catalog:
@@ -86,10 +80,12 @@ class Catalog:
         existing = self._specs[spec.kind].get(spec.name)
         if existing is not None and not override:
             raise PluginError(
-                f"{spec.kind} {spec.name!r} is registered by both plugin {existing.provenance.plugin!r} "
-                f"({existing.provenance.distribution}) and plugin {spec.provenance.plugin!r} "
-                f"({spec.provenance.distribution}); rename one, or pass override=True in the later one"
+                f"plugin {spec.provenance.plugin!r} ({spec.provenance.distribution}): {spec.kind} {spec.name!r} is "
+                f"already registered by plugin {existing.provenance.plugin!r} ({existing.provenance.distribution}); "
+                "rename yours, or pass override=True to replace it"
             )
+        if existing is not None:
+            spec = replace(spec, replaces=existing.provenance)
         self._specs[spec.kind][spec.name] = spec
 
     def get(self, kind: str, name: str) -> ComponentSpec:
@@ -132,8 +128,29 @@ def validate_params(spec: ComponentSpec, params: dict[str, Any], where: str = ""
     try:
         return spec.params.model_validate(params)
     except ValidationError as err:
-        from .recipe import describe_validation_error  # local: recipe imports catalog
-
         raise RecipeError(
             describe_validation_error(err, spec.params, prefix=prefix, subject=f"{spec.kind} {spec.name!r}")
         ) from None
+
+
+def check_defaults(model: type[BaseModel], owner: str) -> None:
+    """PluginError naming `owner` when a default of the params model does not validate against its own field
+    (`dim: int = "sixteen"`): caught when the plugin registers, not later under a recipe key nobody wrote."""
+    given: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if info.is_required():
+            continue
+        try:
+            given[info.alias or name] = info.get_default(call_default_factory=True)
+        except Exception:  # noqa: BLE001 - a factory that needs the other fields: pydantic checks it at use
+            continue
+    try:
+        model.model_validate(given)
+    except ValidationError as err:
+        bad = [e for e in err.errors() if e["type"] != "missing"]
+        if bad:
+            key = ".".join(str(p) for p in bad[0]["loc"]) or "(model)"
+            raise PluginError(
+                f"{owner}: params model {model.__name__} has an invalid default {key}={bad[0].get('input')!r} "
+                f"({bad[0]['msg']}); fix the default in the plugin"
+            ) from None

@@ -1,13 +1,17 @@
 """The one PluginManager: loads built-ins and entry-point plugins, runs their hooks, fills the catalog.
 
-A plugin that fails to import, or raises inside a hook, is recorded in `failures()` and skipped; whatever it
-had registered in that hook is discarded, and every other plugin keeps working.
+Hooks run in registration order: the built-ins first, then installed plugins sorted by distribution. A later
+plugin that registers a name already taken is charged with the clash (that one component is rejected), unless
+it passed override=True, in which case its component replaces the earlier one. A plugin that fails to import,
+raises inside a hook, or declares a params model with an invalid default is recorded in `failures()`;
+whatever it had registered in that hook is discarded, and every other plugin keeps working.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -18,10 +22,18 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel
 
-from vssflow.core.errors import PluginError
+from vssflow.core.errors import PluginError, VssflowError
 
 from . import hookspecs
-from .catalog import Catalog, ComponentInfo, ComponentSpec, NoParams, Provenance, validate_params
+from .catalog import (
+    Catalog,
+    ComponentInfo,
+    ComponentSpec,
+    NoParams,
+    Provenance,
+    check_defaults,
+    validate_params,
+)
 
 ENTRY_POINT_GROUP = "vssflow"
 BUILTIN_PLUGIN = "vssflow"
@@ -47,6 +59,22 @@ def _short_error(exc: BaseException) -> str:
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _building_on_meta() -> bool:
+    """Whether components are being built under `torch.device("meta")` (never imports torch itself)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.get_default_device().type == "meta"
+
+
+def _same_kind(exc: Exception, message: str) -> VssflowError:
+    """`message` as the same vssflow error class (a ContractError stays one), any other exception as PluginError."""
+    if isinstance(exc, VssflowError):
+        try:
+            return type(exc)(message)
+        except Exception:  # noqa: BLE001 - a subclass with its own constructor arguments
+            pass
+    return PluginError(message)
 
 
 def _version(dist: str) -> str:
@@ -80,7 +108,8 @@ class Registry:
     def _load_entry_points(self) -> None:
         allowed = os.environ.get(ENV_LOAD)
         allow = None if allowed is None else {a.strip() for a in allowed.split(",") if a.strip()}
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+        for ep in sorted(eps, key=lambda e: (e.dist.name if e.dist is not None else "", e.name)):
             dist = ep.dist.name if ep.dist is not None else "unknown"
             if ep.name == BUILTIN_PLUGIN and dist == "vssflow":
                 continue  # already registered first, under the same hooks
@@ -108,19 +137,26 @@ class Registry:
             self._run_hook(kind, only=name)
 
     def _run_hook(self, kind: str, only: str | None = None) -> None:
+        """Run one hook of every plugin (or of `only`), in registration order: the built-ins first, so a
+        later plugin that reuses a name is the one charged with the clash (or, with override=True, the one
+        whose component is kept)."""
         hook_name = hookspecs.HOOKS[kind]
-        # pluggy returns implementations last-registered-first; run in registration order instead
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+        # pluggy 1.x lists implementations in registration order (it calls them in reverse)
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             if only is not None and impl.plugin_name != only:
                 continue
             prov = self.provenance[impl.plugin_name]
             staged: list[tuple[ComponentSpec, bool]] = []
             try:
                 impl.function(register=self._register_callback(kind, prov, staged))
-                for spec, override in staged:
-                    self.catalog.add(spec, override=override)
-            except Exception as exc:
+            except Exception as exc:  # nothing of a hook that raised is kept
                 self._failures.append(PluginFailure(prov.plugin, prov.distribution, hook_name, _short_error(exc)))
+                continue
+            for spec, override in staged:
+                try:
+                    self.catalog.add(spec, override=override)
+                except PluginError as exc:  # a clash rejects this one component, and nothing else
+                    self._failures.append(PluginFailure(prov.plugin, prov.distribution, hook_name, str(exc)))
 
     def _register_callback(
         self, kind: str, prov: Provenance, staged: list[tuple[ComponentSpec, bool]]
@@ -141,6 +177,7 @@ class Registry:
             model = params or NoParams
             if not (isinstance(model, type) and issubclass(model, BaseModel)):
                 raise PluginError(f"plugin {prov.plugin}: params for {kind} {name!r} must be a pydantic model class")
+            check_defaults(model, f"plugin {prov.plugin!r} ({prov.distribution}): {kind} {name!r}")
             desc = description or (factory.__doc__ or "").strip().splitlines()[0:1]
             desc = desc if isinstance(desc, str) else (desc[0] if desc else "")
             spec = ComponentSpec(kind, name, factory, model, desc, prov, dict(tiny or {}))
@@ -164,10 +201,17 @@ class Registry:
         resolved = validated.model_dump()
         try:
             obj = spec.factory(**(runtime or {}), **resolved)
-        except (PluginError, TypeError) as exc:
-            raise PluginError(
-                f"{kind} {name!r} from {spec.provenance.distribution} failed to build: {exc}"
-            ) from exc
+        except Exception as exc:
+            if not isinstance(exc, VssflowError) and _building_on_meta():
+                raise  # shapes-only construction: the caller builds such a component on a real device instead
+            text = str(exc.args[0]) if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)  # no repr
+            text = text.removeprefix(f"{kind} {name!r}: ")  # named once, in front
+            what = text if isinstance(exc, VssflowError) else f"{type(exc).__name__}: {text}"
+            message = (
+                f"{kind} {name!r} from {spec.provenance.distribution} {spec.provenance.version} failed to build: "
+                + " ".join(what.split())
+            )
+            raise _same_kind(exc, message) from exc
         info = ComponentInfo(kind, name, resolved, spec.provenance.distribution, spec.provenance.version)
         try:
             object.__setattr__(obj, "vssflow_component", info)

@@ -7,8 +7,6 @@ Errors are RecipeError with one line: `FILE: dotted.key: what is wrong (did you 
 from __future__ import annotations
 
 import copy
-import types
-import typing
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vssflow.core.errors import ComponentNotFoundError, RecipeError
 
-from .catalog import close_matches
+from .catalog import Catalog, validate_params
+from .manager import get_registry
+from .messages import close_matches, describe_validation_error
 
 Task = Literal["v2s", "visualtts"]
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -131,78 +131,6 @@ class Recipe(Strict):
     def to_yaml(self) -> str:
         """The recipe as YAML, every default filled in."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, default_flow_style=None, width=100)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# error messages
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Annotated/Optional to the model, dict or list type underneath."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return annotation
-            annotation = args[0]
-        else:
-            return annotation
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names allowed at `loc` (the location of a key) inside `model`, or [] if not a model there."""
-    current: Any = model
-    for part in loc:
-        current = _unwrap(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(part)
-            if field is None:
-                return []
-            current = field.annotation
-        elif typing.get_origin(current) in (dict, list, tuple):
-            current = typing.get_args(current)[-1]
-        else:
-            return []
-    current = _unwrap(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-def _dotted(loc: Iterable[Any]) -> str:
-    return ".".join(str(p) for p in loc)
-
-
-def describe_validation_error(
-    err: ValidationError, model: type[BaseModel], prefix: str = "", subject: str = ""
-) -> str:
-    """One line for the first error of a pydantic ValidationError, with close matches for unknown keys."""
-    errors = err.errors()
-    first = errors[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    key = prefix + _dotted(loc)
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        allowed = _fields_at(model, loc[:-1])
-        hint = close_matches(str(loc[-1]), allowed) or (f" (allowed: {', '.join(allowed)})" if allowed else "")
-        msg = f"{key}: unknown key{hint}"
-    elif kind == "missing":
-        msg = f"{key}: missing required key"
-    else:
-        got = first.get("input")
-        text = first["msg"]
-        if kind == "literal_error" and isinstance(got, str):
-            options = [o.strip(" '") for o in text.split("Input should be ", 1)[-1].replace(" or ", ",").split(",")]
-            text += close_matches(got, options)
-        msg = f"{key}: {text} (got {got!r})"
-    if subject:
-        msg = f"{msg} [{subject}]"
-    if len(errors) > 1:
-        msg += f" (+{len(errors) - 1} more)"
-    return msg
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -320,12 +248,8 @@ def validate_structure(data: dict[str, Any], source: str) -> Recipe:
         raise RecipeError(f"{source}: {describe_validation_error(err, Recipe)}") from None
 
 
-def validate_components(recipe: Recipe, source: str) -> Recipe:
-    """Phase 2: every named component exists and its params validate; defaults are filled in."""
-    from .catalog import validate_params
-    from .manager import get_registry
-
-    catalog = get_registry().catalog
+def validate_components(recipe: Recipe, source: str, catalog: Catalog) -> Recipe:
+    """Phase 2: every named component exists in `catalog` and its params validate; defaults are filled in."""
     for key, kind, ref in recipe.components():
         try:
             spec = catalog.get(kind, ref.name)
@@ -345,15 +269,25 @@ def validate_components(recipe: Recipe, source: str) -> Recipe:
     return recipe
 
 
-def load_recipe(path_or_name: str | Path, overrides: Iterable[str] = (), components: bool = True) -> Recipe:
-    """Load, inherit, override and validate a recipe (components too unless components=False)."""
+def _catalog(catalog: Catalog | None) -> Catalog:
+    """The given catalog, or the process-wide registry's."""
+    return catalog if catalog is not None else get_registry().catalog
+
+
+def load_recipe(
+    path_or_name: str | Path, overrides: Iterable[str] = (), components: bool = True, catalog: Catalog | None = None
+) -> Recipe:
+    """Load, inherit, override and validate a recipe (components too, against `catalog` or the process-wide
+    registry's, unless components=False)."""
     path = find_recipe(path_or_name)
     data = apply_overrides(_resolve_bases(path), overrides)
     recipe = validate_structure(data, str(path))
-    return validate_components(recipe, str(path)) if components else recipe
+    return validate_components(recipe, str(path), _catalog(catalog)) if components else recipe
 
 
-def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>", components: bool = True) -> Recipe:
+def recipe_from_dict(
+    data: dict[str, Any], source: str = "<recipe>", components: bool = True, catalog: Catalog | None = None
+) -> Recipe:
     """Validate a recipe given as a mapping (notebooks, tests)."""
     recipe = validate_structure(data, source)
-    return validate_components(recipe, source) if components else recipe
+    return validate_components(recipe, source, _catalog(catalog)) if components else recipe

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import types
 
 import pytest
 from pydantic import BaseModel, Field
 
 from tests.conftest import run_cli
-from vssflow.core.errors import ComponentNotFoundError, RecipeError
+from vssflow.core.errors import ComponentNotFoundError, ContractError, PluginError, RecipeError
 from vssflow.registry import KINDS, Registry, hookimpl
 from vssflow.registry.hookspecs import HOOKS
 
@@ -69,11 +72,75 @@ def test_collision_names_both_plugins_unless_override(registry):
     registry.register_plugin(_plugin(), name="first", distribution="dist-a")
     registry.register_plugin(_plugin(), name="second", distribution="dist-b")
     failures = registry.failures()
-    assert len(failures) == 1
+    assert len(failures) == 1 and failures[0].plugin == "second"  # charged to the later plugin
     assert "'first'" in failures[0].error and "'second'" in failures[0].error and "override=True" in failures[0].error
     assert registry.catalog.get("encoder", "thing").provenance.plugin == "first"
     registry.register_plugin(_plugin(override=True), name="third", distribution="dist-c")
-    assert registry.catalog.get("encoder", "thing").provenance.plugin == "third"
+    spec = registry.catalog.get("encoder", "thing")
+    assert spec.provenance.plugin == "third" and spec.replaces.plugin == "first"
+
+
+def test_a_clash_rejects_only_the_clashing_component(registry):
+    module = types.SimpleNamespace()
+
+    def hook(register):
+        register("extra", Thing, params=WidthParams)
+        register("additive", Thing, params=WidthParams)
+        register("extra-2", Thing, params=WidthParams)
+
+    module.register_aggregators = hookimpl(hook)
+    before = registry.catalog.names("aggregator")
+    registry.register_plugin(module, name="late", distribution="dist-late")
+    assert [(f.plugin, f.distribution) for f in registry.failures()] == [("late", "dist-late")]
+    assert registry.catalog.get("aggregator", "additive").provenance.plugin == "vssflow"
+    assert registry.catalog.names("aggregator") == sorted([*before, "extra", "extra-2"])
+
+
+class SixteenParams(BaseModel):
+    dim: int = "sixteen"  # an invalid default pydantic does not check by itself
+
+
+class FineAndRequired(BaseModel):
+    path: str  # required: no default to check
+    dim: int = 16
+    names: list[str] = Field(default_factory=lambda: ["a"])
+
+
+def test_invalid_param_default_fails_registration_charged_to_the_plugin(registry):
+    module = types.SimpleNamespace()
+
+    def hook(register):
+        register("sixteen", Thing, params=SixteenParams)
+
+    module.register_encoders = hookimpl(hook)
+    registry.register_plugin(module, name="sloppy", distribution="dist-sloppy", version="0.1")
+    [failure] = registry.failures()
+    assert (failure.plugin, failure.distribution) == ("sloppy", "dist-sloppy")
+    assert "encoder 'sixteen'" in failure.error and "dim='sixteen'" in failure.error and "\n" not in failure.error
+    assert "sixteen" not in registry.catalog.names("encoder")
+    fine = types.SimpleNamespace(
+        register_encoders=hookimpl(lambda register: register("fine", Thing, params=FineAndRequired))
+    )
+    registry.register_plugin(fine, name="ok")
+    assert "fine" in registry.catalog.names("encoder") and len(registry.failures()) == 1
+
+
+@pytest.mark.parametrize("error", [ZeroDivisionError, KeyError, RuntimeError, ContractError])
+def test_any_factory_exception_is_one_line_naming_component_and_distribution(registry, error):
+    """Any exception becomes one line naming the component and its distribution: a PluginError, or the same
+    vssflow error class (a ContractError stays a ContractError)."""
+    def factory(width: int):
+        raise error("weights folder\nis empty")
+
+    module = types.SimpleNamespace(
+        register_encoders=hookimpl(lambda register: register("boom", factory, params=WidthParams))
+    )
+    registry.register_plugin(module, name="p1", distribution="dist-boom", version="2.0")
+    with pytest.raises(error if issubclass(error, ContractError) else PluginError) as info:
+        registry.create("encoder", "boom")
+    text = str(info.value)
+    assert text.startswith("encoder 'boom' from dist-boom 2.0 failed to build: ") and "\n" not in text
+    assert "weights folder is empty" in text
 
 
 def test_raising_hook_is_reported_and_its_partial_registrations_discarded(registry):
@@ -163,3 +230,63 @@ def test_load_plugins_env_limits_third_party(plugin_dist):
         run_cli("plugins", "--json", pythonpath=site, env_extra={"VSSFLOW_LOAD_PLUGINS": ""}).stdout
     )
     assert [p["name"] for p in builtin_only["plugins"]] == ["vssflow"]
+
+
+CLASH = """
+from pydantic import BaseModel
+from vssflow.registry import hookimpl
+
+class P(BaseModel):
+    gain: float = 1.0
+
+class ThirdPartyAdditive:
+    def __init__(self, gain):
+        self.gain = gain
+
+@hookimpl
+def register_aggregators(register):
+    register("additive", ThirdPartyAdditive, params=P, description="third-party additive"{override})
+    register("{extra}", ThirdPartyAdditive, params=P, description="third-party extra")
+"""
+
+
+def _by_plugin(report: dict) -> dict[str, dict[str, list[str]]]:
+    return {p["name"]: {k: [c["name"] for c in v] for k, v in p["components"].items()} for p in report["plugins"]}
+
+
+def test_installed_plugin_reusing_a_builtin_name(plugin_dist):
+    """Two installed distributions besides vssflow: one reuses `additive` without override (charged with the
+    clash, every built-in intact), one with override=True (its component replaces the built-in)."""
+    site = plugin_dist("vssflow-clash", "vssflow_clash", CLASH.format(override="", extra="clash-extra"))
+    plugin_dist("vssflow-replace", "vssflow_replace", CLASH.format(override=", override=True", extra="replace-extra"))
+    builtin = _by_plugin(json.loads(run_cli("plugins", "--json", env_extra={"VSSFLOW_LOAD_PLUGINS": ""}).stdout))
+
+    clash_only = json.loads(
+        run_cli("plugins", "--json", pythonpath=site, env_extra={"VSSFLOW_LOAD_PLUGINS": "vssflow-clash"}).stdout
+    )
+    [failure] = clash_only["failures"]
+    assert failure["plugin"] == "vssflow-clash" and failure["distribution"] == "vssflow-clash"
+    assert "'additive'" in failure["error"] and "override=True" in failure["error"]
+    listed = _by_plugin(clash_only)
+    assert listed["vssflow"] == builtin["vssflow"]  # every built-in intact, `additive` still the built-in
+    assert listed["vssflow-clash"] == {"aggregator": ["clash-extra"]}
+
+    both = json.loads(run_cli("plugins", "--json", pythonpath=site).stdout)
+    assert [f["plugin"] for f in both["failures"]] == ["vssflow-clash"]
+    listed = _by_plugin(both)
+    assert listed["vssflow-replace"] == {"aggregator": ["additive", "replace-extra"]}
+    replacing = next(p for p in both["plugins"] if p["name"] == "vssflow-replace")["components"]["aggregator"]
+    assert [c.get("replaces") for c in replacing] == ["vssflow", None]
+    assert listed["vssflow"]["aggregator"] == [n for n in builtin["vssflow"]["aggregator"] if n != "additive"]
+    assert {k: v for k, v in listed["vssflow"].items() if k != "aggregator"} == {
+        k: v for k, v in builtin["vssflow"].items() if k != "aggregator"
+    }
+    code = (
+        "from vssflow.registry import create, get_spec\n"
+        "a = create('aggregator', 'additive', gain=2.0)\n"
+        "print(type(a).__name__, a.vssflow_component.distribution, get_spec('aggregator', 'additive').replaces.plugin)"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env.pop("VSSFLOW_LOAD_PLUGINS", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.split() == ["ThirdPartyAdditive", "vssflow-replace", "vssflow"], out.stderr

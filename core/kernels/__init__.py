@@ -91,7 +91,7 @@ def rms_norm(
     """RMSNorm over the last dim, optionally times `weight` (N,)."""
     name = resolve_backend(backend, x.device, op="rms_norm", dtype=x.dtype, width=x.shape[-1])
     if name == "triton" and x.numel() > 0:
-        from .norms import norm_rope
+        from .norm_rope import norm_rope
 
         rows = x.reshape(1, 1, -1, x.shape[-1])  # (1, 1, R, N): the row kernel's (B, H, L, D) view
         return norm_rope(rows, None, q_weight=weight, eps=eps, norm=True)[0].reshape(x.shape)
@@ -135,7 +135,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backend: s
     name = _triton_rows(name, "apply_rope", x, 4)
     name = _tables_need_grad(name, "apply_rope", cos, sin)
     if name == "triton":
-        from .norms import norm_rope
+        from .norm_rope import norm_rope
 
         return norm_rope(x, None, q_cos=cos, q_sin=sin, norm=False)[0]
     return apply_rope_reference(x, cos, sin)
@@ -177,7 +177,7 @@ def qk_norm_rope(
         warn_once(f"qk_norm_rope: the triton kernel wants q and k of one dtype, got {q.dtype} and {k.dtype}")
         name = "sdpa"
     if name == "triton":
-        from .norms import norm_rope
+        from .norm_rope import norm_rope
 
         return norm_rope(q, k, q_weight, k_weight, cos, sin, k_cos, k_sin, eps=eps, norm=norm)
     return qk_norm_rope_reference(q, k, q_weight, k_weight, cos, sin, eps, norm, k_cos, k_sin)
@@ -190,7 +190,7 @@ def adaln_modulate(
     name = resolve_backend(backend, x.device, op="adaln_modulate", dtype=x.dtype, width=x.shape[-1])
     name = _triton_rows(name, "adaln_modulate", x, 3)
     if name == "triton":
-        from .norms import AdaLNModulate
+        from .adaln import AdaLNModulate
 
         return AdaLNModulate.apply(x, shift, scale, eps)
     return adaln_modulate_reference(x, shift, scale, eps)
@@ -203,7 +203,7 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor, backend
     name = resolve_backend(backend, x.device, op="gated_residual", dtype=x.dtype, width=x.shape[-1])
     name = _triton_rows(name, "gated_residual", x, 3)
     if name == "triton":
-        from .norms import GatedResidual
+        from .gated import GatedResidual
 
         return GatedResidual.apply(x, gate, y)
     return gated_residual_reference(x, gate, y)

@@ -57,7 +57,7 @@ def device_guard(t: torch.Tensor):
 
 def _kernel_modules_interpreted() -> bool | None:
     """Whether already-imported kernel modules were built for the interpreter (None: none imported)."""
-    for name in ("vssflow.core.kernels.flash_attention", "vssflow.core.kernels.norms"):
+    for name in ("vssflow.core.kernels.flash_attention", "vssflow.core.kernels.rows"):
         mod = sys.modules.get(name)
         if mod is not None:
             return bool(getattr(mod, "INTERPRETED", False))

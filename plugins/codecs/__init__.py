@@ -1,30 +1,17 @@
 """Built-in codecs: waveform <-> the latent the flow is trained on.
 
 Params models live here (pydantic only); factories import torch/torchaudio/diffusers when called, so listing
-plugins stays fast. A component's params are exactly its constructor arguments.
+plugins stays fast. A component's params are exactly its constructor arguments, the mel analysis fields
+(`vssflow.plugins.mel.MelParams`) passed as one `mel=` MelSpec.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-Positive = Annotated[int, Field(gt=0)]
-
-
-class MelParams(BaseModel):
-    """The mel analysis (the paper's: 16 kHz, 64 bins, n_fft = win = 1024, hop 160, 0-8 kHz, log clamp 1e-5)."""
-
-    model_config = ConfigDict(extra="forbid")
-    sample_rate: Positive = 16000
-    n_mels: Positive = 64
-    n_fft: Positive = 1024
-    win_length: Positive = 1024
-    hop_length: Positive = 160
-    f_min: Annotated[float, Field(ge=0)] = 0.0
-    f_max: Annotated[float, Field(gt=0)] | None = None  # None: Nyquist (8 kHz at 16 kHz)
-    log_floor: Annotated[float, Field(gt=0)] = 1e-5
+from ..mel import MelParams, Positive, split_mel
 
 
 class LogMelParams(MelParams):
@@ -51,13 +38,15 @@ class VAEParams(MelParams):
 def _log_mel(**params):
     from .log_mel import LogMelCodec
 
-    return LogMelCodec(**params)
+    mel, rest = split_mel(params)
+    return LogMelCodec(mel, **rest)
 
 
 def _vae(**params):
     from .mel_vae import MelVAECodec
 
-    return MelVAECodec(**params)
+    mel, rest = split_mel(params)
+    return MelVAECodec(mel=mel, **rest)
 
 
 def register(register) -> None:

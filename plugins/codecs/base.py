@@ -1,22 +1,11 @@
-"""Shared pieces of the built-in codecs: the mel spec from params and input checks naming the component."""
+"""Shared pieces of the built-in codecs: input checks naming the component."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
 from vssflow.core.errors import ContractError
-from vssflow.core.interfaces import Codec, MelSpec
-
-
-def mel_spec(
-    sample_rate: int, n_mels: int, n_fft: int, win_length: int, hop_length: int, f_min: float, f_max: float | None,
-    log_floor: float,
-) -> MelSpec:
-    """A MelSpec from codec params (f_max None = Nyquist)."""
-    return MelSpec(
-        sample_rate, n_fft, win_length, hop_length, n_mels, float(f_min),
-        float(f_max) if f_max is not None else sample_rate / 2, float(log_floor),
-    )
+from vssflow.core.interfaces import Codec
 
 
 class MelCodec(Codec):

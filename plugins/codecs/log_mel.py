@@ -19,7 +19,7 @@ from torch import Tensor
 from vssflow.core.audio import LogMel
 from vssflow.core.interfaces import InputContract, MelSpec
 
-from .base import MelCodec, mel_spec
+from .base import MelCodec
 
 DEFAULT_MEAN = -6.4
 DEFAULT_STD = 3.5
@@ -41,22 +41,10 @@ def mel_statistics(wavs: Iterable[Tensor], spec: MelSpec = MelSpec()) -> tuple[f
 class LogMelCodec(MelCodec):
     """Waveform <-> normalised log-mel (B, T, n_mels); decode is exact up to the log floor."""
 
-    def __init__(
-        self,
-        sample_rate: int = 16000,
-        n_mels: int = 64,
-        n_fft: int = 1024,
-        win_length: int = 1024,
-        hop_length: int = 160,
-        f_min: float = 0.0,
-        f_max: float | None = None,
-        log_floor: float = 1e-5,
-        mean: float = DEFAULT_MEAN,
-        std: float = DEFAULT_STD,
-    ):
+    def __init__(self, mel: MelSpec = MelSpec(), mean: float = DEFAULT_MEAN, std: float = DEFAULT_STD):
         super().__init__()
-        self.mel = mel_spec(sample_rate, n_mels, n_fft, win_length, hop_length, f_min, f_max, log_floor)
-        self.sample_rate, self.hop_length, self.channels = sample_rate, hop_length, n_mels
+        self.mel = mel
+        self.sample_rate, self.hop_length, self.channels = mel.sample_rate, mel.hop_length, mel.n_mels
         self.mean, self.std = float(mean), float(std)
         self.analysis = LogMel(self.mel)
 

@@ -19,9 +19,9 @@ from torch import Tensor
 
 from vssflow.core.audio import LogMel
 from vssflow.core.errors import ContractError, PluginError
-from vssflow.core.interfaces import InputContract
+from vssflow.core.interfaces import InputContract, MelSpec
 
-from .base import MelCodec, mel_spec
+from .base import MelCodec
 
 # random-init architecture defaults = AudioLDM2's mel VAE
 ARCHITECTURE = {"block_out_channels": [128, 256, 512], "latent_channels": 8, "layers_per_block": 2, "norm_num_groups": 32}
@@ -41,14 +41,7 @@ class MelVAECodec(MelCodec):
         scaling_factor: float | None = None,
         frozen: bool = True,
         sample: bool = False,
-        sample_rate: int = 16000,
-        n_mels: int = 64,
-        n_fft: int = 1024,
-        win_length: int = 1024,
-        hop_length: int = 160,
-        f_min: float = 0.0,
-        f_max: float | None = None,
-        log_floor: float = 1e-5,
+        mel: MelSpec = MelSpec(),
         block_out_channels: tuple[int, ...] = tuple(ARCHITECTURE["block_out_channels"]),
         latent_channels: int = ARCHITECTURE["latent_channels"],
         layers_per_block: int = ARCHITECTURE["layers_per_block"],
@@ -87,14 +80,16 @@ class MelVAECodec(MelCodec):
                               f"{vae.config.in_channels}/{vae.config.out_channels}")
         self.vae = vae
         self.factor = 2 ** (len(vae.config.block_out_channels) - 1)  # spatial downsampling of the VAE
-        if n_mels % self.factor:
-            raise PluginError(f"codec 'vae': n_mels {n_mels} must be divisible by the VAE's downsampling {self.factor}")
-        self.mel = mel_spec(sample_rate, n_mels, n_fft, win_length, hop_length, f_min, f_max, log_floor)
+        if mel.n_mels % self.factor:
+            raise PluginError(
+                f"codec 'vae': n_mels {mel.n_mels} must be divisible by the VAE's downsampling {self.factor}"
+            )
+        self.mel = mel
         self.analysis = LogMel(self.mel)
-        self.sample_rate = sample_rate
-        self.hop_length = hop_length * self.factor
+        self.sample_rate = mel.sample_rate
+        self.hop_length = mel.hop_length * self.factor
         self.latent_channels = int(vae.config.latent_channels)
-        self.channels = self.latent_channels * (n_mels // self.factor)
+        self.channels = self.latent_channels * (mel.n_mels // self.factor)
         self.scaling_factor = float(scaling_factor if scaling_factor is not None else vae.config.scaling_factor)
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
         self.sample = bool(sample)

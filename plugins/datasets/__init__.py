@@ -43,7 +43,7 @@ class ManifestParams(BaseModel):
 
 def build_synthetic_av(**params: Any) -> Any:
     """Synthetic V2S / VisualTTS / mixture clips, generated under `root` on first use."""
-    from vssflow.core.synth.dataset import SyntheticAVDataset
+    from vssflow.plugins.datasets.synth.dataset import SyntheticAVDataset
 
     p = SyntheticAVParams(**params)
     return SyntheticAVDataset(p.root, clips=p.clips, seconds=p.seconds, seed=p.seed, families=tuple(p.families),
@@ -67,7 +67,7 @@ def _read(path: str, split: str | None, create_example: bool) -> list[Any]:
     from vssflow.core.manifest import read_manifest, write_manifest
 
     if create_example and not Path(path).exists():
-        from vssflow.core.synth import SynthConfig, generate
+        from vssflow.plugins.datasets.synth import SynthConfig, generate
 
         example = SynthConfig(clips=2, seconds=1.0, families=("v2s", "visualtts"))
         made = generate(Path(path).parent / f".{Path(path).stem}-example", example)

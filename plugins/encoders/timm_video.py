@@ -32,7 +32,7 @@ def _create(name: str, size: tuple[int, int] | None, kwargs: dict[str, Any], pre
     import timm
 
     if not timm.is_model(name.split(".")[0]):
-        from vssflow.registry.catalog import close_matches
+        from vssflow.registry.messages import close_matches
 
         hint = close_matches(name, timm.list_models()) or " (see timm.list_models())"
         raise PluginError(f"timm has no model named {name!r}{hint}")

@@ -1,41 +1,31 @@
 """Built-in vocoders: natural-log mel (B, M, F) -> waveform (B, F * hop).
 
 Params models live here (pydantic only); factories import torch/torchaudio when called, so listing plugins
-stays fast. A component's params are exactly its constructor arguments; `path` loads a local folder
-(config.json + model.safetensors) whose config then defines the architecture.
+stays fast. A component's params are exactly its constructor arguments, the mel analysis fields
+(`vssflow.plugins.mel.MelParams`) passed as one `mel=` MelSpec (hifigan keeps the SpeechT5HifiGanConfig keys:
+`model_in_dim`, `sampling_rate`, the hop from `upsample_rates`); `path` loads a local folder (config.json +
+model.safetensors) whose config then defines the architecture.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-Positive = Annotated[int, Field(gt=0)]
-
-
-class _MelParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    n_fft: Positive = 1024
-    win_length: Positive = 1024
-    f_min: Annotated[float, Field(ge=0)] = 0.0
-    f_max: Annotated[float, Field(gt=0)] | None = None  # None: Nyquist
-    log_floor: Annotated[float, Field(gt=0)] = 1e-5
+from ..mel import MelAnalysisParams, MelParams, Positive, split_mel
 
 
-class GriffinLimParams(_MelParams):
+class GriffinLimParams(MelParams):
     """Mel analysis to invert, and the Griffin-Lim iterations (momentum 0.99 = fast Griffin-Lim)."""
 
-    sample_rate: Positive = 16000
-    n_mels: Positive = 64
-    hop_length: Positive = 160
     n_iter: Positive = 32
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.99
     rand_init: bool = True
     seed: int = 0  # random initial phases come from this seed, per clip: the output depends on the mel alone
 
 
-class HiFiGANParams(_MelParams):
+class HiFiGANParams(MelAnalysisParams):
     """HiFi-GAN V1 (SpeechT5HifiGanConfig keys; defaults = AudioLDM2's vocoder) from a local folder or random."""
 
     path: str | None = None  # folder with config.json + model.safetensors (AudioLDM2's vocoder/ folder works)
@@ -50,13 +40,10 @@ class HiFiGANParams(_MelParams):
     normalize_before: bool = False
 
 
-class VocosParams(_MelParams):
+class VocosParams(MelParams):
     """Vocos-style vocoder; `path` loads what `vssflow train-vocoder` wrote."""
 
     path: str | None = None
-    sample_rate: Positive = 16000
-    n_mels: Positive = 64
-    hop_length: Positive = 160
     dim: Positive = 512
     intermediate_dim: Positive = 1536
     layers: Annotated[int, Field(ge=0)] = 8
@@ -66,7 +53,8 @@ class VocosParams(_MelParams):
 def _griffin_lim(**params):
     from .griffin_lim import GriffinLimVocoder
 
-    return GriffinLimVocoder(**params)
+    mel, rest = split_mel(params)
+    return GriffinLimVocoder(mel, **rest)
 
 
 def _hifigan(path: str | None = None, **params):
@@ -78,7 +66,10 @@ def _hifigan(path: str | None = None, **params):
 def _vocos(path: str | None = None, **params):
     from .vocos import VocosVocoder
 
-    return VocosVocoder(**params) if path is None else VocosVocoder.from_pretrained(path, **params)
+    if path is not None:
+        return VocosVocoder.from_pretrained(path, **params)
+    mel, rest = split_mel(params)
+    return VocosVocoder(mel, **rest)
 
 
 def register(register) -> None:

@@ -15,20 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from vssflow.core.errors import ContractError, PluginError
-from vssflow.core.interfaces import MelSpec, Vocoder
+from vssflow.core.interfaces import Vocoder
 
 WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors")
-
-
-def vocoder_mel(
-    sample_rate: int, n_mels: int, n_fft: int, win_length: int, hop_length: int, f_min: float, f_max: float | None,
-    log_floor: float,
-) -> MelSpec:
-    """A MelSpec from vocoder params (f_max None = Nyquist)."""
-    return MelSpec(
-        sample_rate, n_fft, win_length, hop_length, n_mels, float(f_min),
-        float(f_max) if f_max is not None else sample_rate / 2, float(log_floor),
-    )
 
 
 def label(vocoder: Any) -> str:

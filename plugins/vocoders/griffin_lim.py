@@ -11,39 +11,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vssflow.core.interfaces import Vocoder
+from vssflow.core.interfaces import MelSpec, Vocoder
 
-from .base import check_mel_input, vocoder_mel
+from .base import check_mel_input
 
 
 class GriffinLimVocoder(Vocoder):
     """Natural-log mel (B, M, F) -> waveform (B, F * hop) by least-squares inverse mel and Griffin-Lim."""
 
     def __init__(
-        self,
-        sample_rate: int = 16000,
-        n_mels: int = 64,
-        n_fft: int = 1024,
-        win_length: int = 1024,
-        hop_length: int = 160,
-        f_min: float = 0.0,
-        f_max: float | None = None,
-        log_floor: float = 1e-5,
-        n_iter: int = 32,
-        momentum: float = 0.99,
-        rand_init: bool = True,
-        seed: int = 0,
+        self, mel: MelSpec = MelSpec(), n_iter: int = 32, momentum: float = 0.99, rand_init: bool = True, seed: int = 0
     ):
         super().__init__()
         self.rand_init, self.seed = rand_init, int(seed)
         import torchaudio
 
-        self.mel = vocoder_mel(sample_rate, n_mels, n_fft, win_length, hop_length, f_min, f_max, log_floor)
+        self.mel = mel
         self.inverse_mel = torchaudio.transforms.InverseMelScale(
-            n_fft // 2 + 1, n_mels, sample_rate, f_min, self.mel.f_max, norm="slaney", mel_scale="slaney"
+            mel.n_fft // 2 + 1, mel.n_mels, mel.sample_rate, mel.f_min, mel.f_max, norm="slaney", mel_scale="slaney"
         )
         self.griffin_lim = torchaudio.transforms.GriffinLim(
-            n_fft=n_fft, n_iter=n_iter, win_length=win_length, hop_length=hop_length, power=1.0,
+            n_fft=mel.n_fft, n_iter=n_iter, win_length=mel.win_length, hop_length=mel.hop_length, power=1.0,
             momentum=momentum, rand_init=rand_init,
         )
 

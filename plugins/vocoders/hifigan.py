@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from vssflow.core.errors import ContractError
 from vssflow.core.interfaces import Vocoder
 
-from .base import check_mel_input, fold_weight_norm, load_strict, read_folder, vocoder_mel, write_folder
+from ..mel import MelAnalysisParams, mel_spec
+from .base import check_mel_input, fold_weight_norm, load_strict, read_folder, write_folder
 
 # AudioLDM2's vocoder (16 kHz, 64 mels, hop 160): the defaults of every architecture param below
 AUDIOLDM2 = {
@@ -37,7 +38,7 @@ AUDIOLDM2 = {
     "normalize_before": False,
 }
 # the mel analysis the weights expect; SpeechT5's config has no such keys, our save_pretrained writes them
-MEL_DEFAULTS = {"n_fft": 1024, "win_length": 1024, "f_min": 0.0, "f_max": None, "log_floor": 1e-5}
+MEL_DEFAULTS = MelAnalysisParams().model_dump()
 
 
 class ResBlock(nn.Module):
@@ -97,7 +98,8 @@ class HiFiGANVocoder(Vocoder):
         hop = 1
         for r in upsample_rates:
             hop *= int(r)
-        self.mel = vocoder_mel(sampling_rate, model_in_dim, n_fft, win_length, hop, f_min, f_max, log_floor)
+        self.mel = mel_spec(sample_rate=sampling_rate, n_mels=model_in_dim, hop_length=hop, n_fft=n_fft,
+                            win_length=win_length, f_min=f_min, f_max=f_max, log_floor=log_floor)
         self.slope, self.normalize_before = float(leaky_relu_slope), bool(normalize_before)
         self.num_kernels = len(resblock_kernel_sizes)
         self.conv_pre = nn.Conv1d(model_in_dim, upsample_initial_channel, 7, padding=3)

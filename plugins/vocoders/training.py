@@ -109,11 +109,7 @@ def train_vocoder(
     out = Path(out_dir)
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
-    generator = VocosVocoder(
-        sample_rate=mel.sample_rate, n_mels=mel.n_mels, n_fft=mel.n_fft, win_length=mel.win_length,
-        hop_length=mel.hop_length, f_min=mel.f_min, f_max=mel.f_max, log_floor=mel.log_floor,
-        **(vocoder_params or {}),
-    ).to(device)
+    generator = VocosVocoder(mel, **(vocoder_params or {})).to(device)
     discriminators = Discriminators(scale=config.disc_scale).to(device)
     analysis = LogMel(mel).to(device)
     mel_loss = MultiResolutionMelLoss(mel.sample_rate).to(device)

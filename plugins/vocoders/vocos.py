@@ -18,9 +18,10 @@ from torch import Tensor, nn
 
 from vssflow.core.audio import istft_same
 from vssflow.core.errors import ContractError
-from vssflow.core.interfaces import Vocoder
+from vssflow.core.interfaces import MelSpec, Vocoder
 
-from .base import check_mel_input, load_strict, read_folder, vocoder_mel, write_folder
+from ..mel import MelParams, mel_params, split_mel
+from .base import check_mel_input, load_strict, read_folder, write_folder
 
 
 class ConvNeXtBlock(nn.Module):
@@ -46,31 +47,24 @@ class VocosVocoder(Vocoder):
 
     def __init__(
         self,
-        sample_rate: int = 16000,
-        n_mels: int = 64,
-        n_fft: int = 1024,
-        win_length: int = 1024,
-        hop_length: int = 160,
-        f_min: float = 0.0,
-        f_max: float | None = None,
-        log_floor: float = 1e-5,
+        mel: MelSpec = MelSpec(),
         dim: int = 512,
         intermediate_dim: int = 1536,
         layers: int = 8,
         head_n_fft: int | None = None,
     ):
         super().__init__()
-        self.mel = vocoder_mel(sample_rate, n_mels, n_fft, win_length, hop_length, f_min, f_max, log_floor)
+        self.mel = mel
+        hop = mel.hop_length
         # the head's STFT: 4 hops per window (Vocos' ratio) unless told otherwise
-        self.head_n_fft = int(head_n_fft or 4 * hop_length)
-        if (self.head_n_fft - hop_length) % 2 or self.head_n_fft < hop_length:
+        self.head_n_fft = int(head_n_fft or 4 * hop)
+        if (self.head_n_fft - hop) % 2 or self.head_n_fft < hop:
             raise ContractError(f"vocos: head_n_fft - hop_length must be even and >= 0, got {self.head_n_fft}")
-        self.config = {
-            "sample_rate": sample_rate, "n_mels": n_mels, "n_fft": n_fft, "win_length": win_length,
-            "hop_length": hop_length, "f_min": f_min, "f_max": f_max, "log_floor": log_floor, "dim": dim,
-            "intermediate_dim": intermediate_dim, "layers": layers, "head_n_fft": self.head_n_fft,
+        self.config = {  # config.json: the flat params (the mel analysis as MelParams fields)
+            **mel_params(mel), "dim": dim, "intermediate_dim": intermediate_dim, "layers": layers,
+            "head_n_fft": self.head_n_fft,
         }
-        self.embed = nn.Conv1d(n_mels, dim, 7, padding=3)
+        self.embed = nn.Conv1d(mel.n_mels, dim, 7, padding=3)
         self.norm = nn.LayerNorm(dim)
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, 1.0 / max(layers, 1)) for _ in range(layers))
         self.final_norm = nn.LayerNorm(dim)
@@ -80,7 +74,8 @@ class VocosVocoder(Vocoder):
     def from_pretrained(cls, path: str | Path, **params: Any) -> VocosVocoder:
         """Load a folder written by `save_pretrained` / train-vocoder; params must agree with its config.json."""
         config, state = read_folder(path, "vocoder 'vocos'")
-        defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+        own = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k not in ("self", "mel")}
+        defaults = {**MelParams().model_dump(), **own}
         for key, value in params.items():
             if key in config and value != defaults.get(key) and value != config[key]:
                 raise ContractError(
@@ -89,7 +84,8 @@ class VocosVocoder(Vocoder):
         unknown = sorted(set(config) - set(defaults))
         if unknown:
             raise ContractError(f"vocoder 'vocos': {path}/config.json has unknown keys {unknown}")
-        vocoder = cls(**config)
+        mel, rest = split_mel(config)
+        vocoder = cls(mel, **rest)
         load_strict(vocoder, state, f"vocoder 'vocos' from {path}")
         return vocoder
 

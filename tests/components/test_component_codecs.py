@@ -116,5 +116,6 @@ def test_vae_folder_errors_are_clear(tmp_path):
     with pytest.raises(PluginError, match="config.json not found"):
         create("codec", "vae", path=str(tmp_path))
     create("codec", "vae", **TINY_VAE).save_pretrained(tmp_path / "vae")
-    with pytest.raises(ContractError, match=r"params ask for latent_channels=4, the VAE folder has latent_channels=2"):
+    with pytest.raises(ContractError, match=r"^codec 'vae' from vssflow \S+ failed to build: params ask for "
+                                          r"latent_channels=4, the VAE folder has latent_channels=2"):
         create("codec", "vae", path=str(tmp_path / "vae"), latent_channels=4)

@@ -198,8 +198,8 @@ def test_motion_encoder_with_flow_features_and_its_params():
 
 
 def _synthetic_face(size: int = 96):
-    from vssflow.core.synth.mouth import render_face
-    from vssflow.core.synth.speech import speakers
+    from vssflow.plugins.datasets.synth.mouth import render_face
+    from vssflow.plugins.datasets.synth.speech import speakers
 
     rng = np.random.default_rng(0)
     faces, labels = render_face(rng, speakers()[0], np.full(3, 0.4), np.full(3, 0.5), 25.0, size)

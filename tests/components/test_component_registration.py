@@ -40,17 +40,39 @@ def _plain(value):
 
 @pytest.mark.parametrize("kind, name, cls", DIRECT, ids=[f"{k}:{n}" for k, n, _ in DIRECT])
 def test_params_are_exactly_the_constructor_arguments(kind, name, cls):
+    from vssflow.plugins.mel import MEL_FIELDS, MelParams, mel_spec
+
     spec = get_spec(kind, name)
     signature = inspect.signature(_load(cls).__init__).parameters
     args = {k: p for k, p in signature.items() if k != "self"}
     # `path` is either a constructor argument or the factory's from_pretrained switch
     fields = {k: f for k, f in spec.params.model_fields.items() if k in args or k not in LOADERS}
+    if "mel" in args:  # the MelParams fields, given to the constructor as one MelSpec
+        assert issubclass(spec.params, MelParams) and set(MEL_FIELDS) <= set(fields)
+        assert mel_spec() == args.pop("mel").default
+        fields = {k: f for k, f in fields.items() if k not in MEL_FIELDS}
     assert set(fields) == set(args)
     for key, field in fields.items():
         if field.is_required() or key == "vocab_size":  # vocab_size: the tokenizer's, checked elsewhere
             continue
         default = field.get_default(call_default_factory=True)
         assert _plain(default) == _plain(args[key].default), f"{name}.{key}: params {default!r}, constructor {args[key].default!r}"
+
+
+def test_one_mel_model_for_every_codec_and_vocoder():
+    """The mel analysis is declared once (vssflow.plugins.mel): every codec and vocoder params model extends it,
+    and only hifigan (SpeechT5HifiGanConfig keys) spells parts of it out in its constructor."""
+    from vssflow.plugins.mel import MelAnalysisParams, MelParams
+
+    mel_args = {"n_fft", "win_length", "f_min", "f_max", "log_floor", "sample_rate", "n_mels", "hop_length"}
+    for kind, name, cls in DIRECT:
+        if kind not in ("codec", "vocoder"):
+            continue
+        assert issubclass(get_spec(kind, name).params, MelAnalysisParams), name
+        args = set(inspect.signature(_load(cls).__init__).parameters)
+        if name == "hifigan":
+            continue
+        assert issubclass(get_spec(kind, name).params, MelParams) and "mel" in args and not args & mel_args, name
 
 
 def test_speaker_params_cover_both_variants():

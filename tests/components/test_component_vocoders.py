@@ -115,7 +115,7 @@ def test_hifigan_folder_errors(tmp_path):
     with pytest.raises(PluginError, match="config.json not found"):
         create("vocoder", "hifigan", path=str(tmp_path))
     create("vocoder", "hifigan", **TINY_HIFIGAN).save_pretrained(tmp_path / "v")
-    with pytest.raises(ContractError, match=r"params ask for upsample_initial_channel=32"):
+    with pytest.raises(ContractError, match=r"from vssflow \S+ failed to build: params ask for upsample_initial_channel=32"):
         create("vocoder", "hifigan", path=str(tmp_path / "v"), upsample_initial_channel=32)
     (tmp_path / "v" / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(PluginError, match="cannot read"):
@@ -131,7 +131,7 @@ def test_vocos_saves_and_loads_back_identically(tmp_path):
     out = loaded(mel)
     assert out.shape == (2, 15 * 160)
     assert torch.equal(out, vocoder(mel))
-    with pytest.raises(ContractError, match="params ask for layers=5"):
+    with pytest.raises(ContractError, match=r"from vssflow \S+ failed to build: params ask for layers=5"):
         create("vocoder", "vocos", path=str(tmp_path / "vocos"), layers=5)
 
 

@@ -84,7 +84,7 @@ def write_test_video(
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A small synthetic set (all families, 9 clips of 3 s), generated once per test session."""
-    from vssflow.core.synth import SynthConfig, generate
+    from vssflow.plugins.datasets.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("synth")
     generate(root, SynthConfig(clips=9, seconds=3.0, seed=7))

@@ -16,11 +16,13 @@ DOC = (ROOT / "docs" / "data.md").read_text()
     [
         ("vssflow.core.media", ["probe", "read_video", "read_audio", "write_audio", "write_video", "mux_audio",
                                 "atomic_path"]),
-        ("vssflow.core.manifest", ["read_manifest", "check_manifest", "build_manifest"]),
+        ("vssflow.core.manifest", ["read_manifest", "check_manifest"]),
+        ("vssflow.plugins.datasets.layouts", ["build_manifest"]),
         ("vssflow.core.data", ["ClipDataset", "collate"]),
         ("vssflow.core.trainer", ["BatchPlan"]),
-        ("vssflow.core.feature_cache", ["extract_features", "cached_dirs", "cache_dir_for", "read_feature_file"]),
-        ("vssflow.core.synth", ["generate", "SynthConfig"]),
+        ("vssflow.core.feature_cache", ["cached_dirs", "cache_dir_for", "read_feature_file"]),
+        ("vssflow.core.feature_extraction", ["extract_features"]),
+        ("vssflow.plugins.datasets.synth", ["generate", "SynthConfig"]),
     ],
 )
 def test_documented_functions_exist(module, names):
@@ -51,7 +53,7 @@ def test_dataset_params_are_documented(name):
 
 def test_cli_flags_and_layouts_are_documented():
     from vssflow.cli.main import build_parser
-    from vssflow.core.manifest import LAYOUTS
+    from vssflow.plugins.datasets.layouts import LAYOUTS
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")

@@ -11,17 +11,8 @@ import soundfile as sf
 
 from tests.conftest import run_cli
 from tests.data.conftest import write_test_video
-from vssflow.core.manifest import (
-    ManifestError,
-    build_chem,
-    build_grid,
-    build_lrs,
-    build_manifest,
-    build_vggsound,
-    check_manifest,
-    read_manifest,
-    write_manifest,
-)
+from vssflow.core.manifest import ManifestError, check_manifest, read_manifest, write_manifest
+from vssflow.plugins.datasets.layouts import build_chem, build_grid, build_lrs, build_manifest, build_vggsound
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import torch
 from tests.conftest import run_cli
 from vssflow.core import media
 from vssflow.core.errors import VssflowError
-from vssflow.core.synth import SynthConfig, clip_family, clip_split, generate, render_clip
+from vssflow.plugins.datasets.synth import SynthConfig, clip_family, clip_split, generate, render_clip
 
 
 def detect_onsets(wav: np.ndarray, sr: int, threshold: float = 3.0) -> np.ndarray:

@@ -23,7 +23,7 @@ def vssflow(*args: str, cwd: Path | None = None, timeout: int = 600, **popen: ob
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """Eight 1-second synthetic V2S clips (generated once per session)."""
-    from vssflow.core.synth import SynthConfig, generate
+    from vssflow.plugins.datasets.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("synth")
     generate(root, SynthConfig(clips=8, seconds=1.0, families=("v2s",), size=48))

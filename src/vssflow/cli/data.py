@@ -52,7 +52,7 @@ def run_synth(args: argparse.Namespace) -> int:
     """Generate the synthetic set and print its summary."""
     import time
 
-    from vssflow.core.synth import SynthConfig, generate, read_config
+    from vssflow.plugins.datasets.synth import SynthConfig, generate, read_config
 
     if args.workers < 1:
         from vssflow.core.errors import VssflowError
@@ -72,7 +72,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_manifest(args: argparse.Namespace) -> int:
     """Scan ROOT with the chosen layout and write the manifest."""
-    from vssflow.core.manifest import build_manifest
+    from vssflow.plugins.datasets.layouts import build_manifest
 
     report = build_manifest(args.layout, args.root, args.out)
     print(f"{args.out}: {report.summary()}")

@@ -29,7 +29,7 @@ def run_extract(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vssflow.core.errors import RecipeError, VssflowError
-    from vssflow.core.feature_cache import extract_features
+    from vssflow.core.feature_extraction import extract_features
     from vssflow.core.manifest import read_manifest
     from vssflow.registry import create, get_spec
     from vssflow.registry.catalog import validate_params

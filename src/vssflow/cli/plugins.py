@@ -27,7 +27,8 @@ def plugins_report() -> dict:
         }
     for spec in reg.catalog.specs():
         entry = plugins[spec.provenance.plugin]["components"][spec.kind]
-        entry.append({"name": spec.name, "description": spec.description})
+        entry.append({"name": spec.name, "description": spec.description,
+                      **({"replaces": spec.replaces.plugin} if spec.replaces is not None else {})})
     for entry in plugins.values():
         entry["components"] = {k: v for k, v in entry["components"].items() if v}
     return {"plugins": list(plugins.values()), "failures": [f.as_dict() for f in reg.failures()]}
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {kind}:")
             for comp in comps:
                 desc = f"  {comp['description']}" if comp["description"] else ""
+                if "replaces" in comp:
+                    desc += f"  (replaces {comp['replaces']}'s)"
                 print(f"    {comp['name']:<22}{desc}")
     for fail in report["failures"]:
         print(f"FAILED {fail['plugin']} ({fail['distribution']}) at {fail['stage']}: {fail['error']}")

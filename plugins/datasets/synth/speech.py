@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..phonemes import Espeak
+from vssflow.core.phonemes import Espeak
 
 COMMANDS = ("bin", "lay", "place", "set")
 COLOURS = ("blue", "green", "red", "white")
@@ -74,7 +74,7 @@ def sentence(rng: np.random.Generator) -> list[str]:
 def _resample(wav: np.ndarray, src: int, dst: int) -> np.ndarray:
     import torch
 
-    from ..media import resample
+    from vssflow.core.media import resample
 
     return resample(torch.from_numpy(wav), src, dst).numpy()
 

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..data import ClipDataset
-from ..manifest import ClipRecord, read_manifest
-from ..sequence import SequenceSpec
+from vssflow.core.data import ClipDataset
+from vssflow.core.manifest import ClipRecord, read_manifest
+from vssflow.core.sequence import SequenceSpec
+
 from .generate import _TASK, SynthConfig, clip_family, clip_split, generate
 
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VssflowError
+from vssflow.core.errors import VssflowError
+
 from .mouth import mouth_track, render_face
 from .scenes import render_scene
 from .speech import Speaker, shift_labels, speak, speakers, utterance
@@ -176,7 +177,7 @@ def render_clip(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _json_atomic(path: Path, data: Any, lines: bool = False) -> None:
-    from ..media import atomic_path
+    from vssflow.core.media import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
@@ -189,7 +190,7 @@ def _json_atomic(path: Path, data: Any, lines: bool = False) -> None:
 
 def make_clip(config: SynthConfig, index: int, root: str | os.PathLike) -> dict[str, Any]:
     """Render and write clip `index` under `root` (skipped when already complete); its manifest record."""
-    from ..media import write_audio, write_video
+    from vssflow.core.media import write_audio, write_video
 
     root = Path(root)
     cid = clip_id(config, index)
@@ -226,7 +227,7 @@ _REFERENCE_WORDS = ("place", "green", "by", "k", "seven", "again")
 
 def write_speakers(root: Path, sample_rate: int) -> None:
     """One reference utterance per speaker: the `speaker` condition's input (same sentence for everyone)."""
-    from ..media import write_audio
+    from vssflow.core.media import write_audio
 
     for spk in speakers():
         path = root / "speakers" / f"{spk.id}.wav"

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..phonemes import PhonemeTokenizer
+from vssflow.core.phonemes import PhonemeTokenizer
+
 from .speech import Speaker
 
 # IPA unit -> (opening 0..1, width 0..1: 0 rounded/protruded, 1 spread), dominance
