@@ -298,6 +298,7 @@ class Judge(nn.Module, Conformable):
     name: str = "judge"
     version: str = "0"
     labels: tuple[str, ...] = ()
+    embed_dim: int = 0  # D of `embed`; 0 = not declared (the conformance kit then fails the judge)
 
     def embed(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:  # noqa: D102
         raise NotImplementedError
@@ -318,6 +319,10 @@ class Judge(nn.Module, Conformable):
     def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
         """The embedding."""
         return self.embed(wav, lengths)
+
+    def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """One `embed_dim` row per clip."""
+        return {"output": (inputs["wav"].shape[0], self.embed_dim)} if self.embed_dim else {}
 
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
         """One second of noise at the judge's rate."""

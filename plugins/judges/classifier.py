@@ -226,6 +226,11 @@ class LogMelCNNJudge(LazyJudge):
         self.net = freeze(net)
         return net
 
+    @property
+    def embed_dim(self) -> int:  # noqa: D102
+        self._load()
+        return int(self.meta["channels"][-1])
+
     def embed(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Pooled conv features (B, channels[-1])."""
         net = self._load()

@@ -72,6 +72,8 @@ def aisfx_checkpoint() -> Path:
 class AisfxJudge(LazyJudge):
     """aiSFX sound-effects embedding (512-d) at 44.1 kHz, weights from the installed package."""
 
+    embed_dim = 512
+
     def __init__(self):
         super().__init__()
         self.name, self.version, self.sample_rate = "aisfx", "0.1.2", AISFX_RATE
@@ -126,6 +128,8 @@ class AisfxJudge(LazyJudge):
 
 class ResemblyzerJudge(LazyJudge):
     """Resemblyzer's speaker embedding (256-d, unit norm) at 16 kHz, weights from the installed package."""
+
+    embed_dim = 256
 
     def __init__(self, trim_silence: bool = True):
         super().__init__()

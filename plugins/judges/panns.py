@@ -135,6 +135,10 @@ class PANNsCnn14Judge(LazyJudge):
                 outs.append(net(clip[None]))
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
+    @property
+    def embed_dim(self) -> int:  # noqa: D102
+        return int(self._load().fc1.out_features)
+
     def embed(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
         """The 2048-d fc1 embedding (FD_PANNs)."""
         return self._run(wav, lengths)[0]

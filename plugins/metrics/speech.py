@@ -64,7 +64,7 @@ def _wav_label(value: Any, what: str) -> Tensor:
 
 def grid_jsgf() -> str:
     """The GRID sentence grammar (command colour preposition letter digit adverb) as JSGF."""
-    from vssflow.core.synth.speech import GRAMMAR
+    from vssflow.plugins.datasets.synth.speech import GRAMMAR
 
     slots = " ".join(f"( {' | '.join(words)} )" for words in GRAMMAR)
     return f"#JSGF V1.0;\ngrammar grid;\npublic <sentence> = {slots};\n"

@@ -15,7 +15,7 @@ SR = 16000
 @functools.cache
 def utterance(words: tuple[str, ...], speaker: int) -> torch.Tensor:
     """espeak-ng speech of `words` by synthetic speaker `speaker` at 16 kHz."""
-    from vssflow.core.synth.speech import speak, speakers
+    from vssflow.plugins.datasets.synth.speech import speak, speakers
 
     wav, _ = speak(list(words), speakers()[speaker], SR)
     return torch.from_numpy(np.ascontiguousarray(wav)).float()
@@ -24,7 +24,7 @@ def utterance(words: tuple[str, ...], speaker: int) -> torch.Tensor:
 @functools.cache
 def synthetic_clip(family: str, index: int = 0, seconds: float = 2.0):
     """(frames (L, 3, H, W) in [0, 1], wav (S,), labels) of one synthetic benchmark clip, rendered in memory."""
-    from vssflow.core.synth.generate import SynthConfig, render_clip
+    from vssflow.plugins.datasets.synth.generate import SynthConfig, render_clip
 
     frames, wav, labels = render_clip(SynthConfig(clips=4, seconds=seconds, families=(family,)), index)
     video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
