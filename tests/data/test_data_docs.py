@@ -18,7 +18,7 @@ DOC = (ROOT / "docs" / "data.md").read_text()
                                 "atomic_path"]),
         ("vssflow.core.manifest", ["read_manifest", "check_manifest", "build_manifest"]),
         ("vssflow.core.data", ["ClipDataset", "collate"]),
-        ("vssflow.core.trainer", ["BatchPlan"]),
+        ("vssflow.core.batch_plan", ["BatchPlan"]),
         ("vssflow.core.feature_cache", ["extract_features", "cached_dirs", "cache_dir_for", "read_feature_file"]),
         ("vssflow.core.synth", ["generate", "SynthConfig"]),
     ],
