@@ -326,23 +326,32 @@ OUTPUT_MANIFEST = "generated.jsonl"
 def write_outputs(out_dir: str | Path, request: ClipRequest, wav: torch.Tensor, sample_rate: int) -> list[Path]:
     """Write OUT/<id>.wav and OUT/<id>.mp4 (the input video with the audio muxed in), published together:
     both are written under hidden temporary names first and renamed only when both exist."""
-    from vssflow.core.files import write_error
-    from vssflow.core.media import mux_audio, write_audio
+    from vssflow.core import media
+    from vssflow.core.files import OutputError, write_error
 
     out = Path(out_dir)
     final = [out / f"{request.clip_id}.wav", out / f"{request.clip_id}.mp4"]
     pending = [out / f".{p.name}.pending-{os.getpid()}{p.suffix}" for p in final]
     published: list[Path] = []
+    current = 0  # which output is being written, for the message
     try:
-        write_audio(pending[0], wav, sample_rate)
-        mux_audio(request.video, wav, sample_rate, pending[1])
-        for tmp, path in zip(pending, final, strict=True):
+        media.write_audio(pending[0], wav, sample_rate)
+        current = 1
+        media.mux_audio(request.video, wav, sample_rate, pending[1])
+        for current, (tmp, path) in enumerate(zip(pending, final, strict=True)):
             os.replace(tmp, path)
             published.append(path)
     except OSError as exc:
         for path in published:
             path.unlink(missing_ok=True)
-        raise write_error(final[len(published)], exc) from None
+        raise write_error(final[current], exc) from None
+    except OutputError as exc:  # name the output, not its temporary name
+        for path in published:
+            path.unlink(missing_ok=True)
+        message = str(exc)
+        for tmp, path in zip(pending, final, strict=True):
+            message = message.replace(str(tmp), str(path))
+        raise OutputError(message) from None
     except BaseException:
         for path in published:
             path.unlink(missing_ok=True)
