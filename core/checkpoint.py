@@ -24,6 +24,7 @@ so a `step-*` name always means a complete checkpoint. Resume takes the newest c
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -55,9 +56,16 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    except SafetensorError as exc:  # its I/O errors carry the OS error only in the text: "(os error 28)"
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise OSError(errno.EIO, str(exc)) from None
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
     apply_umask(path, directory=False)  # safetensors creates its files 0600
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())

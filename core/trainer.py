@@ -238,11 +238,11 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write checkpoints/step-NNNNNN completely, point `last` at it, apply retention (rank 0 only)."""
+        if not all(torch.isfinite(p).all() for p in self.params):  # never publish weights that diverged
+            raise DivergenceError(self._diverged("weights", applied=True))  # (every rank: the weights agree)
         if not self.dist.is_main:
             return None
         folder = self.ckpt_dir / step_folder_name(self.step)
-        if not all(torch.isfinite(p).all() for p in self.params):  # never publish weights that diverged
-            raise DivergenceError(self._diverged("weights", applied=True))
         if not (folder.is_dir() and self.checkpoints.newest() == folder):
             save_checkpoint(
                 folder,
@@ -358,7 +358,7 @@ class Trainer:
                 loss, count = self._forward(batch)
                 if weighted is None:
                     weighted = count is not None and (world > 1 or len(batches) > 1)
-                if not torch.isfinite(loss.detach()).all():
+                if world == 1 and not torch.isfinite(loss.detach()).all():  # under DDP: the synced norm below
                     self.optimizer.zero_grad(set_to_none=True)
                     raise DivergenceError(self._diverged("loss"))
                 if weighted:
@@ -384,6 +384,9 @@ class Trainer:
         else:
             logged = plain
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip or float("inf"))
+        if not math.isfinite(logged) and (world == 1 or weighted):  # a global value: every rank agrees
+            self.optimizer.zero_grad(set_to_none=True)
+            raise DivergenceError(self._diverged("loss"))
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise DivergenceError(self._diverged("gradient norm"))

@@ -69,14 +69,15 @@ def test_an_interrupted_manifest_resumes_with_only_the_unfinished_clips(tmp_path
 
 @pytest.mark.parametrize(
     "clip_id, problem",
-    [("a/b", "path separator"), ("..", "starts with '.'"), ("x" * 201, "longer than 200 bytes")],
+    [("a/b", "without '/', got 'a/b'"), ("..", "starts with '.'"), ("x" * 201, "longer than 200 bytes"),
+     ("a\x1b[31mb", "control character")],
 )
 def test_ids_that_cannot_name_a_file_are_refused_on_their_line(tmp_path, micro_checkpoint, clip_id, problem):
     manifest = manifest_of(tmp_path, ["fine", clip_id])
     out = tmp_path / "out"
     done = vssflow("generate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--out", str(out))
     one_line_failure(done, problem)
-    assert "m.jsonl:2" in done.stderr and not out.exists()
+    assert "m.jsonl line 2" in done.stderr and not out.exists()
 
 
 def _file_size_limit(limit: int):

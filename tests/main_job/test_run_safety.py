@@ -146,3 +146,13 @@ def test_a_read_only_output_folder_is_one_line(tmp_path, synth_root):
                          "cannot")
     finally:
         parent.chmod(0o755)
+
+
+def test_data_synth_on_a_full_disk_or_a_file_is_one_line(tmp_path):
+    full = vssflow("data", "synth", "--out", str(tmp_path / "synth"), "--clips", "2", "--seconds", "1", "--size", "32",
+                   "--families", "v2s", "--no-progress", preexec_fn=_file_size_limit(2000))
+    one_line_failure(full, "v2s-000000.mp4: cannot write (File too large)")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    one_line_failure(vssflow("data", "synth", "--out", str(a_file), "--clips", "2", "--no-progress"),
+                     "--out names an existing file")
