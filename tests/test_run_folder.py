@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vssflow.core.checkpoint import Checkpoint, CheckpointFolder, save_checkpoint, step_folder_name
-from vssflow.core.files import ensure_dir, file_name_problem, OutputError, write_text_atomic
+from vssflow.core.files import OutputError, ensure_dir, file_name_problem, write_text_atomic
 from vssflow.core.runlock import RunInUseError, RunLock
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,9 +338,9 @@ def write_outputs(out_dir: str | Path, request: ClipRequest, wav: torch.Tensor, 
         media.write_audio(pending[0], wav, sample_rate)
         current = 1
         media.mux_audio(request.video, wav, sample_rate, pending[1])
-        for current, (tmp, path) in enumerate(zip(pending, final, strict=True)):
-            os.replace(tmp, path)
-            published.append(path)
+        for current in range(len(final)):
+            os.replace(pending[current], final[current])
+            published.append(final[current])
     except OSError as exc:
         for path in published:
             path.unlink(missing_ok=True)

@@ -78,13 +78,16 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_manifest(args: argparse.Namespace) -> int:
     """Scan ROOT with the chosen layout and write the manifest."""
-    from vssflow.core.manifest import build_manifest
-
     from vssflow.core.files import write_error
+    from vssflow.core.manifest import build_manifest
 
     try:
         report = build_manifest(args.layout, args.root, args.out)
-    except OSError as exc:
+    except OSError as exc:  # writing the manifest (or its temporary sibling); reading ROOT fails otherwise
+        from pathlib import Path
+
+        if exc.filename and Path(exc.filename).parent != Path(args.out).parent:
+            raise
         raise write_error(args.out, exc) from None
     print(f"{args.out}: {report.summary()}")
     return 0
