@@ -30,8 +30,8 @@ def manifest_of(tmp_path: Path, ids: list[str], seconds: float = 1.0) -> Path:
 
 
 def test_an_interrupted_manifest_resumes_with_only_the_unfinished_clips(tmp_path, micro_checkpoint):
-    ids = [f"clip{i}" for i in range(8)]
-    manifest = manifest_of(tmp_path, ids, seconds=6.0)
+    ids = [f"clip{i}" for i in range(6)]
+    manifest = manifest_of(tmp_path, ids, seconds=4.0)
     gen = ["generate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--batch-size", "1"]
     full = vssflow(*gen, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr[-2000:]
