@@ -98,6 +98,22 @@ def test_a_full_disk_names_the_output_and_leaves_nothing(tmp_path, micro_checkpo
     assert [p.name for p in out.iterdir()] == []
 
 
+def test_a_full_disk_while_muxing_names_the_mp4_not_the_input_video(tmp_path, micro_checkpoint):
+    """The wav (32 kB) fits, the mp4 (the copied noise video, far larger) does not: the error names the
+    output mp4, never "cannot read video", and the wav is not left without its mp4."""
+    from vssflow.core.media import write_video
+
+    frames = np.random.default_rng(0).integers(0, 256, (25, 128, 128, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "noise.mp4", frames, 25.0)
+    assert video.stat().st_size > 150_000
+    out = tmp_path / "out"
+    done = vssflow("generate", "--checkpoint", str(micro_checkpoint), "--video", str(video), "--out", str(out),
+                   preexec_fn=_file_size_limit(100_000))
+    one_line_failure(done, f"{out / 'noise.mp4'}: cannot write")
+    assert "cannot read" not in done.stderr
+    assert [p.name for p in out.iterdir()] == []
+
+
 def test_a_wav_is_never_published_without_its_mp4(tmp_path, monkeypatch):
     import errno
 
