@@ -8,39 +8,65 @@
     meta.json               vssflow version, recipe name and hash, format version, extra metadata
     recipe.yaml             the resolved recipe
 
-A checkpoint is written to a hidden temporary directory beside its final name and renamed into place,
-so a kill at any moment leaves either the previous checkpoint or the new one, never half of one.
+A checkpoint is written to a hidden temporary directory beside its final name and renamed into place
+(meta.json is written last), so a kill at any moment leaves either no checkpoint of that name or all of it.
+
+A training run keeps its checkpoints in one folder (`CheckpointFolder`):
+
+    checkpoints/step-000500/    one complete checkpoint per saved step, never modified once renamed in
+    checkpoints/step-001000/
+    checkpoints/last -> step-001000    a relative symlink, replaced by ONE rename (os.replace)
+
+Nothing is moved away before its successor exists: the new step folder is renamed in, then `last` is
+switched, then old step folders beyond the retention are retired (renamed to a hidden name, then deleted),
+so a `step-*` name always means a complete checkpoint. Resume takes the newest complete step folder.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import CheckpointError
+from .files import apply_umask, fsync_dir, write_error
 
 FORMAT_VERSION = 1
 REQUIRED = ("model.safetensors", "meta.json")
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_text(path: Path, text: str) -> None:
     with open(path, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
 
 
+def _write_json(path: Path, data: Any) -> None:
+    _write_text(path, json.dumps(data, indent=2, sort_keys=True))
+
+
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    except SafetensorError as exc:  # its I/O errors carry the OS error only in the text: "(os error 28)"
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise OSError(errno.EIO, str(exc)) from None
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
+    apply_umask(path, directory=False)  # safetensors creates its files 0600
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
@@ -145,11 +171,19 @@ def save_checkpoint(
     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     include_rng: bool = True,
 ) -> Path:
-    """Write a checkpoint directory atomically (temporary sibling, then rename) and return its path."""
+    """Write a checkpoint directory atomically (temporary sibling, then rename) and return its path.
+
+    Files and the folder get the user's umask (0644/0755 by default). An OSError (full disk, read-only
+    folder) becomes one CheckpointError naming the checkpoint; nothing of the new one is left behind and an
+    existing checkpoint of another name is untouched. Replacing an existing folder of the same name moves
+    it aside first; a training run never does that (its step folders are new names, see CheckpointFolder).
+    """
     final = Path(directory)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp: Path | None = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        apply_umask(tmp, directory=True)
         _save_tensors(tmp / "model.safetensors", model_state)
         if ema_state is not None:
             _save_tensors(tmp / "ema.safetensors", ema_state)
@@ -166,19 +200,163 @@ def save_checkpoint(
             state["rng"] = rng_meta
         _write_json(tmp / "trainer_state.json", state)
         if recipe_yaml is not None:
-            (tmp / "recipe.yaml").write_text(recipe_yaml)
-        _write_json(tmp / "meta.json", {"format_version": FORMAT_VERSION, **meta})
+            _write_text(tmp / "recipe.yaml", recipe_yaml)
+        _write_json(tmp / "meta.json", {"format_version": FORMAT_VERSION, **meta})  # last: marks completeness
+        fsync_dir(tmp)
         old = None
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}"
             os.replace(final, old)
         os.replace(tmp, final)
+        tmp = None
+        fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except OSError as exc:
+        raise CheckpointError(str(write_error(final, exc, "write the checkpoint"))) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+STEP_PATTERN = re.compile(r"^step-(\d{6,})$")
+
+
+def step_folder_name(step: int) -> str:
+    """checkpoints/step-000123: zero-padded so names sort by step."""
+    return f"step-{step:06d}"
+
+
+def _is_complete(path: Path) -> bool:
+    """Every required file there and meta.json (written last) a readable JSON object."""
+    if not path.is_dir() or any(not (path / f).is_file() for f in REQUIRED):
+        return False
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict)
+
+
+@dataclass(frozen=True)
+class CheckpointFolder:
+    """The checkpoints/ folder of a run: step folders, the `last` symlink, retention, stale clean-up.
+
+    `last` is a relative symlink (`last -> step-000123`): published by creating a temporary symlink and
+    os.replace-ing it onto `last`, one atomic rename, so `last` always names a complete checkpoint.
+    """
+
+    path: Path
+
+    @property
+    def last(self) -> Path:
+        """checkpoints/last."""
+        return self.path / "last"
+
+    def steps(self) -> list[tuple[int, Path]]:
+        """(step, folder) of every complete step folder, oldest first."""
+        if not self.path.is_dir():
+            return []
+        found = []
+        for child in self.path.iterdir():
+            m = STEP_PATTERN.match(child.name)
+            if m and not child.is_symlink() and _is_complete(child):
+                found.append((int(m.group(1)), child))
+        return sorted(found)
+
+    def _legacy_last(self) -> Path | None:
+        """A `last` that is a real folder (written by vssflow before step folders), if complete."""
+        last = self.last
+        return last if last.is_dir() and not last.is_symlink() and _is_complete(last) else None
+
+    def newest(self) -> Path | None:
+        """The newest complete checkpoint (what --resume continues from), or None."""
+        candidates = [(s, p) for s, p in self.steps()]
+        legacy = self._legacy_last()
+        if legacy is not None:
+            try:
+                step = int(json.loads((legacy / "trainer_state.json").read_text()).get("step", 0))
+            except (OSError, ValueError, AttributeError):
+                step = 0
+            candidates.append((step, legacy))
+        return max(candidates, key=lambda sp: sp[0])[1] if candidates else None
+
+    def holds_run(self) -> bool:
+        """Whether any complete checkpoint is there."""
+        return self.newest() is not None
+
+    def clean_stale(self) -> list[Path]:
+        """Remove what interrupted writes leave: hidden temporaries, retired folders, temporary symlinks."""
+        removed = []
+        if not self.path.is_dir():
+            return removed
+        for child in self.path.iterdir():
+            if child.name.startswith(".") and (".tmp-" in child.name or ".old-" in child.name
+                                                or ".retired-" in child.name):
+                if child.is_symlink() or child.is_file():
+                    child.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+            elif STEP_PATTERN.match(child.name) and child.is_dir() and not _is_complete(child):
+                # never produced by this module (step folders are renamed in complete); a copy gone wrong
+                retired = self.path / f".{child.name}.retired-{os.getpid()}"
+                os.replace(child, retired)
+                shutil.rmtree(retired, ignore_errors=True)
+                removed.append(child)
+        return removed
+
+    def _adopt_legacy_last(self) -> None:
+        """Rename an old-style `last` folder to its step folder, so `last` can become a symlink."""
+        legacy = self._legacy_last()
+        if legacy is None:
+            return
+        step = int(json.loads((legacy / "trainer_state.json").read_text()).get("step", 0))
+        target = self.path / step_folder_name(step)
+        if target.exists():
+            retired = self.path / f".last.retired-{os.getpid()}"
+            os.replace(legacy, retired)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(legacy, target)
+
+    def publish(self, step_folder: Path) -> None:
+        """Point `last` at `step_folder` with one atomic rename of a relative symlink."""
+        try:
+            self._adopt_legacy_last()
+            tmp = self.path / f".last.tmp-{os.getpid()}"
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            os.symlink(step_folder.name, tmp)
+            os.replace(tmp, self.last)
+            fsync_dir(self.path)
+        except OSError as exc:
+            raise CheckpointError(str(write_error(self.last, exc, "publish the checkpoint"))) from None
+
+    def retain(self, keep_last: int | None, keep_every: int | None = None) -> list[Path]:
+        """Delete step folders beyond the newest `keep_last` (None: keep all), except every `keep_every`-th
+        step and the one `last` points to. Each is renamed to a hidden name first, then deleted."""
+        if keep_last is None:
+            return []
+        steps = self.steps()
+        keep = {p for _, p in steps[-keep_last:]} if keep_last > 0 else set()
+        if keep_every:
+            keep |= {p for s, p in steps if s % keep_every == 0}
+        if self.last.is_symlink():
+            keep.add(self.path / os.readlink(self.last))
+        removed = []
+        for _, path in steps:
+            if path in keep:
+                continue
+            retired = self.path / f".{path.name}.retired-{os.getpid()}"
+            try:
+                os.replace(path, retired)
+            except OSError:
+                continue  # retention is best effort; a folder we cannot move stays complete
+            shutil.rmtree(retired, ignore_errors=True)
+            removed.append(path)
+        return removed
 
 
 class Checkpoint:
@@ -196,7 +374,12 @@ class Checkpoint:
         missing = [f for f in REQUIRED if not (self.path / f).is_file()]
         if missing:
             raise CheckpointError(f"{self.path}: incomplete checkpoint, missing {', '.join(missing)}")
-        self.meta: dict[str, Any] = _read_json(self.path / "meta.json")
+        meta = _read_json(self.path / "meta.json")
+        if not isinstance(meta, dict):
+            raise CheckpointError(
+                f"{self.path}/meta.json: expected a JSON object, got {type(meta).__name__}; the checkpoint is corrupt"
+            )
+        self.meta: dict[str, Any] = meta
         if self.meta.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
                 f"{self.path}: checkpoint format {self.meta.get('format_version')!r}, this vssflow reads {FORMAT_VERSION}"
@@ -230,7 +413,29 @@ class Checkpoint:
     def trainer_state(self) -> dict[str, Any]:
         """trainer_state.json (empty if absent)."""
         path = self.path / "trainer_state.json"
-        return _read_json(path) if path.is_file() else {}
+        state = _read_json(path) if path.is_file() else {}
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: expected a JSON object, got {type(state).__name__}; the checkpoint is corrupt")
+        return state
+
+    def check_plugins(self) -> None:
+        """Every plugin distribution the checkpoint's recipe needs (meta.json `plugins`) is installed;
+        otherwise one line saying which `pip install` brings it back."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        for entry in self.meta.get("plugins") or []:
+            if not isinstance(entry, dict) or not entry.get("distribution"):
+                continue
+            dist, wanted = str(entry["distribution"]), entry.get("version")
+            try:
+                version(dist)
+            except PackageNotFoundError:
+                pin = f"{dist}=={wanted}" if wanted else dist
+                what = ", ".join(entry.get("components") or []) or "its components"
+                raise CheckpointError(
+                    f"{self.path}: the recipe needs plugin distribution {dist!r} ({what}), which is not installed; "
+                    f"pip install {pin}"
+                ) from None
 
     def recipe_yaml(self) -> str:
         """The resolved recipe saved with the checkpoint."""

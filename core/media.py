@@ -413,16 +413,27 @@ def _read_av_audio(path: Path, start: float, end: float | None) -> tuple[np.ndar
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    from .files import write_error
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(path.parent, exc, "create the folder") from None
     # same folder (so the rename is atomic), same suffix (so writers pick the format), unique per writer
     tmp_path = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:  # full disk, read-only folder, a name too long: the OUTPUT is at fault (PyAV's
+        # write errors are OSErrors too), never the input being read
+        raise write_error(path, exc) from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        try:
+            if tmp_path.exists():
+                tmp_path.unlink()
+        except OSError:
+            pass
 
 
 def _as_numpy_audio(wav: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -450,7 +461,12 @@ def write_audio(
         raise MediaError(f"{path}: cannot write audio: use a .wav or .flac name")
     data = np.clip(_as_numpy_audio(wav), -1.0, 1.0)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, int(sample_rate), format=fmt, subtype=subtype or "PCM_16")
+        try:
+            sf.write(str(tmp), data, int(sample_rate), format=fmt, subtype=subtype or "PCM_16")
+        except sf.SoundFileError as exc:  # libsndfile reports a failed open or write without an errno
+            from .files import OutputError
+
+            raise OutputError(f"{path}: cannot write ({exc}); check that the folder is writable and has space") from None
     return path
 
 

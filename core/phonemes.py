@@ -453,3 +453,62 @@ class PhonemeTokenizer:
 
     def __repr__(self) -> str:
         return f"PhonemeTokenizer(v{self.version}, {self.vocab_size} symbols, voice={self.voice!r})"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# transcript checks (generation input)
+
+MAX_PHONEMES_PER_S = 25.0  # fast speech is about 15 phonemes per second; above 25 no span can hold the text
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
+
+
+def strip_control(text: str) -> tuple[str, bool]:
+    """`text` without terminal escapes and control characters (tabs and newlines become spaces);
+    True when anything was removed. espeak would otherwise speak them as numbers."""
+    cleaned = _ANSI.sub("", text)
+    cleaned = "".join(" " if ch in "\t\n\r" else ch for ch in cleaned
+                      if ch in "\t\n\r" or unicodedata.category(ch) not in ("Cc", "Cf"))
+    return cleaned, cleaned != text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
+def _outside_voice(text: str, voice: str) -> bool:
+    """Letters outside the Latin script for a voice of a Latin-script language (English and its kin)."""
+    if voice.split("+")[0].split("-")[0] not in ("en", "de", "fr", "es", "it", "nl", "pt", "pl", "sv", "da"):
+        return False
+    letters = [ch for ch in text if ch.isalpha()]
+    return any(not unicodedata.name(ch, "").startswith("LATIN") for ch in letters)
+
+
+def spoken_phonemes(tokenizer: PhonemeTokenizer, text: str) -> int:
+    """Phonemes of `text` a speaker pronounces (no stress marks, word boundaries or pauses)."""
+    return sum(1 for t in tokenizer.phonemize(text) if not t.startswith("<") and t not in STRESS and t not in PAUSES)
+
+
+def check_transcript(text: str, span_s: float, tokenizer: PhonemeTokenizer, where: str) -> str:
+    """The transcript to speak over `span_s` seconds, cleaned; ContractError when it cannot be right.
+
+    Errors: nothing speakable (empty, whitespace or punctuation only), or more phonemes than the span holds
+    at MAX_PHONEMES_PER_S. Warnings: control characters stripped, letters outside the voice's language."""
+    from .errors import ContractError
+
+    cleaned, stripped = strip_control(text)
+    if stripped:
+        logger.warning("%s: control characters and terminal escapes removed from the transcript", where)
+    if not any(ch.isalnum() for ch in cleaned):
+        raise ContractError(
+            f"{where}: the transcript {text!r} has nothing to speak (empty, whitespace or punctuation only); "
+            "pass the words spoken"
+        )
+    if _outside_voice(cleaned, tokenizer.voice):
+        logger.warning("%s: the transcript has letters outside the voice's language (%s); they may be spelled "
+                       "out or skipped", where, tokenizer.voice)
+    count = spoken_phonemes(tokenizer, cleaned)
+    if count == 0:
+        raise ContractError(f"{where}: the transcript {text!r} gives no phonemes; pass the words spoken")
+    rate = count / max(span_s, 1e-9)
+    if rate > MAX_PHONEMES_PER_S:
+        raise ContractError(
+            f"{where}: the transcript has {count} phonemes for {span_s:.2f} s of speech ({rate:.0f} per second, "
+            f"more than {MAX_PHONEMES_PER_S:.0f}); shorten it, or give a longer --speech-span or video"
+        )
+    return cleaned.strip()

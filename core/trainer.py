@@ -12,6 +12,7 @@ batch reach the weights of one process (up to floating-point reduction order).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,7 +26,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint, load_model_state, save_checkpoint
+from .batch_plan import BatchPlan, mix_seed
+from .checkpoint import Checkpoint, CheckpointFolder, load_model_state, save_checkpoint, step_folder_name
+from .ema import EMA
+from .errors import VssflowError
+from .files import write_error
 
 log = logging.getLogger("vssflow.train")
 
@@ -49,107 +54,33 @@ class TrainSettings(Protocol):
     val_every: int
     ckpt_every: int
     num_workers: int
+    # optional: keep_last (None: keep every checkpoint), keep_every (also keep steps divisible by it)
 
 
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (splitmix64), stable across processes and platforms."""
-    x = 0x9E3779B97F4A7C15
-    for p in parts:
-        x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        x = (x ^ (x >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 29
-    return x & 0x7FFFFFFFFFFFFFFF
+class DivergenceError(VssflowError):
+    """The loss or the gradient norm is not finite: the step is not applied and not saved."""
 
 
-@dataclass
-class BatchPlan:
-    """Global batches of dataset indices for every (step, micro-batch), derived from the seed alone.
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only; none on norms, biases, embeddings and null embeddings.
 
-    Without weights: epochs of seeded permutations (natural proportions, each clip once per epoch).
-    With per-item weights (task mix): seeded sampling with replacement in proportion to the weights.
-    With durations (duration bucketing): consecutive pools of `bucket_batches` micro-batches are drawn as
-    above, sorted by duration and cut into micro-batches whose order within the pool is shuffled, so each
-    micro-batch holds clips of similar length (little padding) and the pool still holds the same clips.
-    Everything stays a function of (seed, step, micro), so resumes and process counts agree.
-    """
+    A parameter is exempt when it is vector-like (fewer than two dimensions larger than one: biases, norm
+    scales, layer scales), belongs to an nn.Embedding, or is a learned substitute token ("null" embeddings
+    of aggregators, "silence"). With weight_decay 0 a single group (the same update, and checkpoints of
+    runs started before the groups existed keep loading)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not weight_decay:
+        return [{"params": [p for _, p in named], "weight_decay": 0.0}]
+    embedding = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters(recurse=False)}
 
-    num_items: int
-    batch_size: int  # samples per optimizer step, all processes together
-    seed: int
-    grad_accum: int = 1
-    weights: Sequence[float] | None = None
-    durations: Sequence[float] | None = None
-    bucket_batches: int = 32
+    def exempt(name: str, param: torch.Tensor) -> bool:
+        leaf = name.rsplit(".", 1)[-1]
+        vector_like = sum(1 for d in param.shape if d > 1) < 2
+        return vector_like or id(param) in embedding or "null" in leaf or leaf in ("silence",)
 
-    def __post_init__(self) -> None:
-        if self.num_items <= 0:
-            raise ValueError("the dataset is empty")
-        if self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
-        if self.durations is not None and len(self.durations) != self.num_items:
-            raise ValueError(f"{len(self.durations)} durations for {self.num_items} items")
-        if self.bucket_batches <= 0:
-            raise ValueError(f"bucket_batches must be positive, got {self.bucket_batches}")
-        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
-        self._pool_id, self._pool = -1, ([], [])
-
-    @property
-    def micro_size(self) -> int:
-        """Samples per micro-batch, all processes together."""
-        return self.batch_size // self.grad_accum
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        if epoch != self._perm_epoch:
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, 0xDA7A, epoch))
-            self._perm, self._perm_epoch = torch.randperm(self.num_items, generator=gen), epoch
-        return self._perm
-
-    def _drawn(self, start: int, count: int, *draw: int) -> list[int]:
-        """Dataset indices of `count` slots from global position `start`: the epoch permutations, or with
-        weights a seeded draw with replacement keyed by `draw`."""
-        if self.weights is not None:
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, 0x3A3A, *draw))
-            w = torch.as_tensor(self.weights, dtype=torch.float64)
-            return torch.multinomial(w, count, replacement=True, generator=gen).tolist()
-        out = []
-        for pos in range(start, start + count):
-            epoch, offset = divmod(pos, self.num_items)
-            out.append(int(self._permutation(epoch)[offset]))
-        return out
-
-    def _micro(self, step: int, micro: int) -> tuple[list[int], list[int]]:
-        """(dataset indices, source positions) of one micro-batch."""
-        j = step * self.grad_accum + micro  # global micro-batch number
-        m = self.micro_size
-        if self.durations is None:
-            return self._drawn(j * m, m, step, micro), list(range(j * m, j * m + m))
-        pool_id, k = divmod(j, self.bucket_batches)
-        if pool_id != self._pool_id:
-            size = m * self.bucket_batches
-            idx = self._drawn(pool_id * size, size, 0xB0C7, pool_id)
-            pos = list(range(pool_id * size, pool_id * size + size))
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, 0xB0C7, pool_id))
-            tie = torch.rand(size, generator=gen, dtype=torch.float64).tolist()
-            order = sorted(range(size), key=lambda i: (float(self.durations[idx[i]]), tie[i]))
-            blocks = [order[b * m : (b + 1) * m] for b in range(self.bucket_batches)]
-            shuffled = torch.randperm(self.bucket_batches, generator=gen).tolist()
-            slots = [i for b in shuffled for i in blocks[b]]
-            self._pool_id, self._pool = pool_id, ([idx[i] for i in slots], [pos[i] for i in slots])
-        idx, pos = self._pool
-        return idx[k * m : (k + 1) * m], pos[k * m : (k + 1) * m]
-
-    def epochs(self, step: int, micro: int) -> list[int]:
-        """Epoch of each sample of a micro-batch (datasets with per-epoch randomness, e.g. random crops)."""
-        return [pos // self.num_items for pos in self._micro(step, micro)[1]]
-
-    def global_indices(self, step: int, micro: int) -> list[int]:
-        """Dataset indices of one micro-batch of one optimizer step (all processes)."""
-        return self._micro(step, micro)[0]
-
-    def positions(self, step: int, micro: int) -> list[int]:
-        """Global sample positions of a micro-batch (used to derive per-sample seeds)."""
-        start = (step * self.grad_accum + micro) * self.micro_size
-        return list(range(start, start + self.micro_size))
+    decay = [p for n, p in named if not exempt(n, p)]
+    plain = [p for n, p in named if exempt(n, p)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -160,34 +91,6 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return 1.0
-
-
-class EMA:
-    """Exponential moving average of trainable parameters (float32 shadows), with the usual warm-up."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        """shadow <- d * shadow + (1 - d) * param, with d ramping up over the first steps."""
-        d = min(self.decay, (1 + step) / (10 + step))
-        for n, p in model.named_parameters():
-            if n in self.shadow:
-                self.shadow[n].lerp_(p.detach().float(), 1 - d)
-
-    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """EMA values of the trainable parameters, in their dtype. Frozen weights and buffers are not
-        repeated: a checkpoint reader overlays these on model.safetensors."""
-        params = dict(model.named_parameters())
-        return {k: v.to(params[k].dtype) for k, v in self.shadow.items()}
-
-    def load(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore shadows from `state_dict` output."""
-        for n in self.shadow:
-            if n in state:
-                self.shadow[n] = state[n].detach().float().clone()
 
 
 @dataclass(frozen=True)
@@ -267,7 +170,11 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 
 class Trainer:
-    """Runs `model.loss(batch)` over a dataset with the settings of a recipe's `train` section."""
+    """Runs `model.loss(batch)` over a dataset with the settings of a recipe's `train` section.
+
+    find_unused: DDP's find_unused_parameters, needed only when some trainable parameters can miss the
+    graph of a step (a condition absent from a batch: several tasks, conditions restricted to tasks).
+    """
 
     def __init__(
         self,
@@ -285,8 +192,12 @@ class Trainer:
         device: str | torch.device | None = None,
         dist: DistInfo | None = None,
         progress: bool = True,
+        find_unused: bool = False,
     ):
         self.model, self.settings, self.dataset, self.collate = model, settings, dataset, collate
+        for key in ("lr", "weight_decay"):
+            if not math.isfinite(float(getattr(settings, key))):
+                raise DivergenceError(f"train.{key} is {getattr(settings, key)}, not a finite number; set a finite value")
         self.out = Path(out_dir)
         self.meta, self.recipe_yaml, self.validate = dict(meta or {}), recipe_yaml, validate
         self.dist = dist or DistInfo()
@@ -301,7 +212,8 @@ class Trainer:
         self.model.to(self.device)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay
+            parameter_groups(model, settings.weight_decay), lr=settings.lr, betas=tuple(settings.betas),
+            weight_decay=settings.weight_decay,
         )
         self.ema = EMA(model, settings.ema) if settings.ema > 0 else None
         self.step = 0
@@ -310,8 +222,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped = DistributedDataParallel(self.wrapped, device_ids=ids, find_unused_parameters=True)
+            self.wrapped = DistributedDataParallel(self.wrapped, device_ids=ids, find_unused_parameters=find_unused)
         self.ckpt_dir = self.out / "checkpoints"
+        self.checkpoints = CheckpointFolder(self.ckpt_dir)
+        self.resumed_from: Path | None = None
         self._tb = None
 
     # bookkeeping -----------------------------------------------------------------------------------------
@@ -322,29 +236,31 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def save(self, name: str = "last") -> Path | None:
-        """Write checkpoints/NAME atomically (rank 0 only)."""
+    def save(self) -> Path | None:
+        """Write checkpoints/step-NNNNNN completely, point `last` at it, apply retention (rank 0 only)."""
+        if not all(torch.isfinite(p).all() for p in self.params):  # never publish weights that diverged
+            raise DivergenceError(self._diverged("weights", applied=True))  # (every rank: the weights agree)
         if not self.dist.is_main:
             return None
-        return save_checkpoint(
-            self.ckpt_dir / name,
-            self.model.state_dict(),
-            {**self.meta, "step": self.step},
-            ema_state=self.ema.state_dict(self.model) if self.ema else None,
-            optimizer=self.optimizer,
-            trainer_state={"step": self.step, "seed": self.settings.seed, "world": self.dist.world},
-            recipe_yaml=self.recipe_yaml,
-        )
+        folder = self.ckpt_dir / step_folder_name(self.step)
+        if not (folder.is_dir() and self.checkpoints.newest() == folder):
+            save_checkpoint(
+                folder,
+                self.model.state_dict(),
+                {**self.meta, "step": self.step},
+                ema_state=self.ema.state_dict(self.model) if self.ema else None,
+                optimizer=self.optimizer,
+                trainer_state={"step": self.step, "seed": self.settings.seed, "world": self.dist.world},
+                recipe_yaml=self.recipe_yaml,
+            )
+        self.checkpoints.publish(folder)
+        self.checkpoints.retain(getattr(self.settings, "keep_last", None), getattr(self.settings, "keep_every", None))
+        return self.checkpoints.last
 
     def resume(self, path: str | Path | None = None) -> bool:
-        """Continue from checkpoints/last (or `path`); False when there is nothing to resume."""
-        path = Path(path) if path else self.ckpt_dir / "last"
-        if self.dist.is_main and self.ckpt_dir.is_dir():
-            import shutil
-
-            for stale in self.ckpt_dir.glob(".*.tmp-*"):  # a write that was killed before its rename
-                shutil.rmtree(stale, ignore_errors=True)
-        if not path.exists():
+        """Continue from the newest complete checkpoint (or `path`); False when there is none."""
+        path = Path(path) if path else self.checkpoints.newest()
+        if path is None or not path.exists():
             return False
         ckpt = Checkpoint(path)
         load_model_state(self.model, ckpt.model_state(), str(path))
@@ -353,15 +269,19 @@ class Trainer:
         ckpt.load_optimizer(self.optimizer)
         ckpt.restore_rng()
         self.step = int(ckpt.trainer_state()["step"])
+        self.resumed_from = path
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "train_log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        path = self.out / "train_log.jsonl"
+        try:
+            with open(path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise write_error(path, exc, "append to the training log") from None
         tb = self._tensorboard()
         if tb is not None:
             for key, value in record.items():
@@ -406,43 +326,83 @@ class Trainer:
             batch["seeds"] = self._seeds(s, m)
             yield s, m, _to_device(batch, self.device)
 
-    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, float]:
-        """(loss to back-propagate, the global mean loss to log) for one micro-batch."""
+    def _forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         use_bf16 = self.settings.precision == "bf16" and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, count = self.wrapped(batch)
-        if self.dist.world == 1 or count is None:
-            return loss, float(loss.detach())
-        # Each rank averages over its own valid elements; DDP then averages ranks. Weighting rank r by
-        # world * count_r / total makes that the mean over all valid elements of the global micro-batch,
-        # as one process would compute it, even when ranks hold clips of different lengths.
-        import torch.distributed as dist
-
-        sums = torch.stack([loss.detach().float() * count, count.float()]).to(self.device)
-        dist.all_reduce(sums)
-        share = count.float() * self.dist.world / sums[1]
-        return loss * share.to(loss.dtype), float(sums[0] / sums[1])
+            return self.wrapped(batch)
 
     def train_step(self, batches: list[dict[str, Any]] | None = None) -> dict[str, float]:
-        """One optimizer step over its micro-batches (loaded here unless given); returns logged values."""
+        """One optimizer step over its micro-batches (loaded here unless given); returns logged values.
+
+        Weighting: each micro-batch's loss averages its own valid (unpadded) elements, `count` of them. The
+        step's gradient is that of the mean over every valid element of the global batch, all micro-batches
+        of all ranks together, as one process holding the whole batch would compute it: micro-batch m of rank
+        r back-propagates loss * count * world, DDP averages over ranks, and the accumulated gradient is then
+        divided by the global count (one all-reduce per step). Rank weighting (world * count_r / total) and
+        micro-batch weighting are the same rule. Models that report no count weigh micro-batches equally.
+        Under DDP only the last micro-batch synchronises gradients (no_sync before it).
+        """
         if batches is None:
             batches = [b for _, _, b in self._batches(self.step, self.step + 1)]
         self.model.train()
         lr = self._set_lr()
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for batch in batches:
-            loss, logged = self._loss(batch)
-            (loss / self.settings.grad_accum).backward()
-            total += logged / self.settings.grad_accum
+        world = self.dist.world
+        weighted: bool | None = None
+        local = torch.zeros(2, dtype=torch.float64)  # sum of loss * count, sum of count (this rank)
+        plain = 0.0
+        for k, batch in enumerate(batches):
+            last = k == len(batches) - 1
+            sync = contextlib.nullcontext() if last or world == 1 else self.wrapped.no_sync()
+            with sync:
+                loss, count = self._forward(batch)
+                if weighted is None:
+                    weighted = count is not None and (world > 1 or len(batches) > 1)
+                if world == 1 and not torch.isfinite(loss.detach()).all():  # under DDP: the synced norm below
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise DivergenceError(self._diverged("loss"))
+                if weighted:
+                    c = count.detach().double().cpu()
+                    local += torch.stack([loss.detach().double().cpu() * c, c])
+                    (loss * (count.to(loss.dtype) * world)).backward()
+                else:
+                    (loss / len(batches)).backward()
+                    plain += float(loss.detach()) / len(batches)
+        if weighted:
+            totals = local.clone()
+            if world > 1:
+                import torch.distributed as dist
+
+                totals = totals.to(self.device)
+                dist.all_reduce(totals)
+                totals = totals.cpu()
+            scale = 1.0 / float(totals[1])
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+            logged = float(totals[0] / totals[1])
+        else:
+            logged = plain
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip or float("inf"))
+        if not math.isfinite(logged) and (world == 1 or weighted):  # a global value: every rank agrees
+            self.optimizer.zero_grad(set_to_none=True)
+            raise DivergenceError(self._diverged("loss"))
         if not torch.isfinite(grad_norm):
-            raise FloatingPointError(f"non-finite gradient norm at step {self.step}; lower train.lr or check the data")
+            self.optimizer.zero_grad(set_to_none=True)
+            raise DivergenceError(self._diverged("gradient norm"))
         self.optimizer.step()
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.model, self.step)
-        return {"loss": total, "lr": lr, "grad_norm": float(grad_norm)}
+        return {"loss": logged, "lr": lr, "grad_norm": float(grad_norm)}
+
+    def _diverged(self, what: str, applied: bool = False) -> str:
+        good = self.checkpoints.newest() if self.dist.is_main else None
+        kept = f"the last good checkpoint {good} is kept" if good else "no checkpoint was written"
+        step = self.step if applied else self.step + 1
+        done = "it was not saved" if applied else "the step was not applied"
+        return (f"non-finite {what} at step {step} (lr {self.optimizer.param_groups[0]['lr']:.3g}); "
+                f"{done} and {kept}; lower train.lr, set train.grad_clip, or check the data")
 
     def fit(self, steps: int | None = None) -> Path | None:
         """Train until `steps` (default: settings.steps); checkpoint periodically and at the end."""
@@ -453,21 +413,24 @@ class Trainer:
                    dynamic_ncols=True)
         t0, s0 = time.perf_counter(), self.step
         pending: list[dict[str, Any]] = []
-        for _, micro, batch in self._batches(self.step, total):
-            pending.append(batch)
-            if micro + 1 < self.settings.grad_accum:
-                continue
-            record = self.train_step(pending)
-            pending = []
-            bar.update(1)
-            rate = (self.step - s0) / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", steps_s=f"{rate:.2f}")
-            if self.step % self.settings.log_every == 0 or self.step == total:
-                self._log({"step": self.step, "steps_per_s": rate, **record})
-            if self.validate is not None and self.settings.val_every and self.step % self.settings.val_every == 0:
-                if self.dist.is_main:
-                    self._log({"step": self.step, **{f"val/{k}": v for k, v in self.validate(self.model, self.step).items()}})
-            if self.settings.ckpt_every and self.step % self.settings.ckpt_every == 0 and self.step < total:
-                self.save()
-        bar.close()
+        try:
+            for _, micro, batch in self._batches(self.step, total):
+                pending.append(batch)
+                if micro + 1 < self.settings.grad_accum:
+                    continue
+                record = self.train_step(pending)
+                pending = []
+                bar.update(1)
+                rate = (self.step - s0) / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", steps_s=f"{rate:.2f}")
+                if self.step % self.settings.log_every == 0 or self.step == total:
+                    self._log({"step": self.step, "steps_per_s": rate, **record})
+                if self.validate is not None and self.settings.val_every and self.step % self.settings.val_every == 0:
+                    if self.dist.is_main:
+                        scores = self.validate(self.model, self.step)
+                        self._log({"step": self.step, **{f"val/{k}": v for k, v in scores.items()}})
+                if self.settings.ckpt_every and self.step % self.settings.ckpt_every == 0 and self.step < total:
+                    self.save()
+        finally:
+            bar.close()
         return self.save()

@@ -87,6 +87,8 @@ class TrainConfig(Strict):
     ckpt_every: Annotated[int, Field(ge=0)] = 500  # 0: only the final checkpoint
     num_workers: Annotated[int, Field(ge=0)] = 0
     init_from: str | None = None  # checkpoint directory to fine-tune from
+    keep_last: Annotated[int, Field(ge=1)] | None = None  # newest step checkpoints kept (None: all)
+    keep_every: Annotated[int, Field(gt=0)] | None = None  # also keep every step divisible by this
 
 
 class DataConfig(ComponentRef):

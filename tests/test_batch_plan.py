@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from vssflow.core.trainer import BatchPlan
+from vssflow.core.batch_plan import BatchPlan
 
 
 def batches(plan: BatchPlan, steps: int) -> list[list[int]]:

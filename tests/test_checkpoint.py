@@ -55,6 +55,7 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path):
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     model, opt = trained_model_and_optimizer()
     path = save_checkpoint(tmp_path / "last", model.state_dict(), {"n": 1})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     real = ckpt._save_tensors
     calls = []
 
@@ -67,8 +68,48 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
     monkeypatch.setattr(ckpt, "_save_tensors", failing)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "last", {k: v + 1 for k, v in model.state_dict().items()}, {"n": 2}, optimizer=opt)
-    assert Checkpoint(path).meta["n"] == 1
+    c = Checkpoint(path)
+    assert c.meta["n"] == 1
+    weights = c.model_state()  # the weights too, not only meta.json: the new ones (+1) never replaced them
+    assert set(weights) == set(before) and all(torch.equal(weights[k], before[k]) for k in before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no temporary left behind
+
+
+def test_a_full_disk_is_one_checkpoint_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    model, _ = trained_model_and_optimizer()
+
+    def full(p, t):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "_save_tensors", full)
+    with pytest.raises(CheckpointError, match=r"step-000002: cannot write the checkpoint \(No space left on device\); free"):
+        save_checkpoint(tmp_path / "step-000002", model.state_dict(), {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    model, opt = trained_model_and_optimizer()
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "c", model.state_dict(), {}, optimizer=opt)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_meta_json_that_is_not_an_object_is_a_clear_error(tmp_path):
+    model, _ = trained_model_and_optimizer()
+    path = save_checkpoint(tmp_path / "c", model.state_dict(), {})
+    (path / "meta.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="meta.json: expected a JSON object, got list"):
+        Checkpoint(path)
 
 
 def test_truncated_weights_are_a_clear_error(tmp_path):
@@ -112,16 +153,16 @@ def test_weights_of_another_model_are_rejected_by_name(tmp_path):
 
 
 def test_ema_holds_only_trainable_weights_and_is_overlaid_on_the_model(tmp_path):
-    from vssflow.core.trainer import EMA
+    from vssflow.core.ema import EMA
 
     model, opt = trained_model_and_optimizer()
     model[0].requires_grad_(False)  # a frozen part, like a pretrained codec
     model.register_buffer("scale", torch.tensor([2.0]))
-    ema = EMA(model, 0.5)
+    ema = EMA(model, 0.9)  # not 0.5, where d and 1 - d coincide and swapping them would pass
     with torch.no_grad():
         for p in model[2].parameters():
             p.add_(1.0)
-    ema.update(model, step=100)
+    ema.update(model, step=100)  # warm-up min(0.9, 101 / 110) = 0.9: shadow = 0.9 old + 0.1 (old + 1) = old + 0.1
     path = save_checkpoint(tmp_path / "last", model.state_dict(), {}, ema_state=ema.state_dict(model))
     from safetensors.torch import load_file
 
@@ -130,7 +171,10 @@ def test_ema_holds_only_trainable_weights_and_is_overlaid_on_the_model(tmp_path)
     averaged, raw = c.model_state(ema=True), c.model_state()
     assert set(averaged) == set(raw) == set(model.state_dict())
     assert torch.equal(averaged["0.weight"], model[0].weight) and torch.equal(averaged["scale"], model.scale)
-    assert torch.allclose(averaged["2.weight"], model[2].weight - 0.5)  # halfway back towards the old value
+    assert torch.allclose(averaged["2.weight"], model[2].weight - 0.9, atol=1e-6)  # a tenth of the way to the new value
+    assert torch.allclose(averaged["2.bias"], model[2].bias - 0.9, atol=1e-6)
+    ema.update(model, step=0)  # warm-up: d = min(0.9, 1 / 10) = 0.1, so the shadow moves 0.9 of the remaining 0.9
+    assert torch.allclose(ema.shadow["2.weight"], model[2].weight - 0.09, atol=1e-6)
     save_checkpoint(tmp_path / "bad", model.state_dict(), {}, ema_state={"ghost": torch.zeros(1)})
     with pytest.raises(CheckpointError, match="ghost"):
         Checkpoint(tmp_path / "bad").model_state(ema=True)

@@ -9,9 +9,11 @@ are padded to the window and trimmed, so the audio lasts exactly as long as the 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import yaml
 from vssflow.core.checkpoint import Checkpoint, load_model_state
 from vssflow.core.errors import CheckpointError, ContractError, MediaError
 from vssflow.core.manifest import ClipRecord
+from vssflow.core.phonemes import check_transcript
 from vssflow.core.windows import Window, crossfade, plan_windows
 
 log = logging.getLogger("vssflow.generate")
@@ -44,10 +47,39 @@ class ClipRequest:
         self.clip_id = self.clip_id or self.video.stem
 
 
+def warn_unseen_guidance(recipe: Any, condition_guidance: dict[str, float]) -> list[str]:
+    """Warn (one line each) about per-condition guidance on conditions the recipe never drops on their own:
+    the model never saw those inputs, so the guided velocity extrapolates. Returns the names warned about."""
+    unseen = [name for name in condition_guidance
+              if name in recipe.conditions and recipe.conditions[name].dropout == 0]
+    for name in unseen:
+        log.warning(
+            "per-condition guidance on %r: recipe %r never drops it on its own (conditions.%s.dropout is 0), so "
+            "the model never saw that input; set a dropout > 0 when training, or drop the per-condition scale",
+            name, recipe.name, name,
+        )
+    return unseen
+
+
+def sampler_from_recipe(recipe: Any, name: str) -> Any:
+    """Sampler `name` with every setting of the recipe's sampler that it accepts (steps, guidance, per-condition
+    guidance, ...); the settings it does not accept are named in one log line."""
+    from vssflow.registry import create, get_spec
+
+    accepted = set(get_spec("sampler", name).params.model_fields)
+    current = dict(recipe.sampler.params)
+    kept = {k: v for k, v in current.items() if k in accepted}
+    dropped = sorted(set(current) - accepted)
+    if dropped:
+        log.warning("sampler %s does not take the recipe's sampler settings %s; they were dropped", name,
+                    ", ".join(f"{k}={current[k]!r}" for k in dropped))
+    return create("sampler", name, **kept)
+
+
 def clip_seed(seed: int, clip_id: str, window: int) -> int:
     """Noise seed of one window of one clip: from the run's seed and the clip's id, so a clip sounds the same
     whatever its place in a manifest, the batch size, or how a manifest is split across machines."""
-    from vssflow.core.trainer import mix_seed
+    from vssflow.core.batch_plan import mix_seed
 
     return mix_seed(seed, zlib.crc32(clip_id.encode("utf-8")), window)
 
@@ -60,6 +92,7 @@ class Pipeline:
         from vssflow.registry.recipe import recipe_from_dict
 
         ckpt = Checkpoint(checkpoint)
+        ckpt.check_plugins()
         source = f"{ckpt.path}/recipe.yaml"
         try:
             data = yaml.safe_load(ckpt.recipe_yaml())
@@ -121,7 +154,14 @@ class Pipeline:
         return {name: enc.contract.modality for name, enc in self.model.encoders.items()}
 
     def check(self, request: ClipRequest) -> float:
-        """Validate a request against this checkpoint before anything is written; returns the video's seconds."""
+        """Validate a request against this checkpoint before anything is written; returns the video's seconds.
+
+        A transcript is cleaned here (control characters stripped) and refused when it cannot be right;
+        `transcript=""` on a checkpoint that also generates sound means "no speech" (one notice)."""
+        return self._check(request)[0]
+
+    def _check(self, request: ClipRequest) -> tuple[float, float]:
+        """(seconds, one video frame in seconds)."""
         from vssflow.core.media import probe
 
         if not request.video.is_file():
@@ -131,12 +171,25 @@ class Pipeline:
             raise MediaError(f"{request.video}: has no video stream")
         if info.duration_s <= 0:
             raise MediaError(f"{request.video}: video has no duration (empty or corrupt)")
+        frame_s = 1.0 / info.fps if info.fps else 0.0
         mods = set(self.modalities().values())
+        if request.transcript is not None and "transcript" in mods:
+            if request.transcript == "" and self.recipe.task == "unified":
+                log.info("%s: no transcript: generating sound only", request.clip_id or request.video)
+                request.transcript = None
+            else:
+                where = f"{request.video}" if not request.meta.get("where") else request.meta["where"]
+                span = request.speech_span or (0.0, min(info.duration_s, self.window_s))
+                if self.tokenizer is not None:
+                    request.transcript = check_transcript(request.transcript, span[1] - span[0], self.tokenizer,
+                                                          where)
         if request.transcript and "transcript" not in mods:
             raise ContractError(
                 f"{self.source} (task {self.recipe.task}) has no transcript condition; "
                 "drop --transcript or use a VisualTTS/unified checkpoint"
             )
+        if request.transcript == "":
+            request.transcript = None
         if request.speaker is not None:
             if "speaker" not in mods:
                 raise ContractError(f"{self.source} has no speaker condition; drop --speaker")
@@ -144,12 +197,12 @@ class Pipeline:
                 raise MediaError(f"{request.speaker}: speaker reference not found")
         if request.transcript:
             span = request.speech_span or (0.0, info.duration_s)
-            if span[1] - span[0] > self.window_s + 1e-6:
+            if span[1] - span[0] > self.window_s + max(frame_s, 1e-6) + 1e-6:
                 raise ContractError(
                     f"{request.video}: speech of {span[1] - span[0]:.2f} s is longer than the model's "
                     f"{self.window_s:.2f} s window; pass --speech-span within one window or split the video"
                 )
-        return info.duration_s
+        return info.duration_s, frame_s
 
     def _record(self, request: ClipRequest, window: Window) -> ClipRecord:
         speech = None
@@ -190,7 +243,12 @@ class Pipeline:
             for name, cond in batch["conditions"].items()
         }
 
-    def generate(
+    def generate(self, requests: Sequence[ClipRequest], **kwargs: Any) -> list[torch.Tensor]:
+        """One waveform (S,) per request, as long as its video (see `iter_generate` for the options)."""
+        done = dict(self.iter_generate(requests, **kwargs))
+        return [done[i] for i in range(len(requests))]
+
+    def iter_generate(
         self,
         requests: Sequence[ClipRequest],
         *,
@@ -203,26 +261,31 @@ class Pipeline:
         conditioned: bool = True,
         progress: bool = False,
         precision: str | None = None,
-    ) -> list[torch.Tensor]:
-        """One waveform (S,) per request, as long as its video. conditioned=False drops every condition.
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(request index, waveform (S,)) for each request as soon as all its windows are generated, in order.
 
-        precision: "bf16" runs the model under bf16 autocast on CUDA (fp32 elsewhere); None takes the
-        recipe's train.precision.
+        Every request is checked before the first batch runs. conditioned=False drops every condition.
+        sampler: another sampler than the recipe's, keeping the recipe's settings it accepts; steps and
+        guidance override them. precision: "bf16" runs the model under bf16 autocast on CUDA (fp32
+        elsewhere); None takes the recipe's train.precision.
         """
         from tqdm import tqdm
-
-        from vssflow.registry import create
 
         precision = precision or self.recipe.train.precision
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
         use_bf16 = precision == "bf16" and self.device.type == "cuda"
-        durations = [self.check(r) for r in requests]
-        sampler_obj = create("sampler", sampler) if sampler else None
+        checked = [self._check(r) for r in requests]
+        sampler_obj = sampler_from_recipe(self.recipe, sampler) if sampler else None
+        effective = sampler_obj or self.model.sampler
+        if conditioned and effective is not None:
+            warn_unseen_guidance(self.recipe, getattr(effective, "condition_guidance", {}) or {})
         jobs: list[tuple[int, int, Window]] = []
         plans = []
-        for i, seconds in enumerate(durations):
-            plan = plan_windows(seconds, self.window_s, min(overlap, self.window_s / 2))
+        for i, (seconds, frame_s) in enumerate(checked):
+            # a video within one frame of the window is one window (the last frame's audio is silence)
+            planned = self.window_s if self.window_s < seconds <= self.window_s + frame_s + 1e-6 else seconds
+            plan = plan_windows(planned, self.window_s, min(overlap, self.window_s / 2))
             plans.append(plan)
             jobs += [(i, j, w) for j, w in enumerate(plan)]
         chunks: dict[tuple[int, int], torch.Tensor] = {}
@@ -235,13 +298,15 @@ class Pipeline:
                     conds, batch_size=len(part), steps=steps, guidance=guidance, sampler=sampler_obj,
                     seeds=[clip_seed(seed, requests[i].clip_id, j) for i, j, _ in part],
                 )
+            finished = []
             for (i, j, _), wav in zip(part, out.wav.float().cpu(), strict=True):
                 chunks[(i, j)] = wav
-        results = []
-        for i, (plan, seconds) in enumerate(zip(plans, durations, strict=True)):
-            total = round(seconds * self.sample_rate)
-            results.append(crossfade([chunks[(i, j)] for j in range(len(plan))], plan, total, self.sample_rate))
-        return results
+                if j == len(plans[i]) - 1:
+                    finished.append(i)
+            for i in finished:
+                total = round(checked[i][0] * self.sample_rate)
+                pieces = [chunks.pop((i, j)) for j in range(len(plans[i]))]
+                yield i, crossfade(pieces, plans[i], total, self.sample_rate)
 
     def generate_clip(self, video: str | Path, **kwargs: Any) -> torch.Tensor:
         """Convenience: one video -> waveform (S,). kwargs: transcript, speaker, speech_span, steps, ..."""
@@ -255,42 +320,134 @@ def load_pipeline(checkpoint: str | Path, device: str | torch.device | None = No
     return Pipeline(checkpoint, device=device, ema=ema)
 
 
+OUTPUT_MANIFEST = "generated.jsonl"
+
+
 def write_outputs(out_dir: str | Path, request: ClipRequest, wav: torch.Tensor, sample_rate: int) -> list[Path]:
-    """Write OUT/<id>.wav and OUT/<id>.mp4 (the input video with the audio muxed in), each atomically."""
-    from vssflow.core.media import mux_audio, write_audio
+    """Write OUT/<id>.wav and OUT/<id>.mp4 (the input video with the audio muxed in), published together:
+    both are written under hidden temporary names first and renamed only when both exist."""
+    from vssflow.core import media
+    from vssflow.core.files import OutputError, write_error
 
     out = Path(out_dir)
-    paths = [write_audio(out / f"{request.clip_id}.wav", wav, sample_rate)]
-    paths.append(mux_audio(request.video, wav, sample_rate, out / f"{request.clip_id}.mp4"))
-    return paths
+    final = [out / f"{request.clip_id}.wav", out / f"{request.clip_id}.mp4"]
+    pending = [out / f".{p.name}.pending-{os.getpid()}{p.suffix}" for p in final]
+    published: list[Path] = []
+    current = 0  # which output is being written, for the message
+    try:
+        media.write_audio(pending[0], wav, sample_rate)
+        current = 1
+        media.mux_audio(request.video, wav, sample_rate, pending[1])
+        for current in range(len(final)):
+            os.replace(pending[current], final[current])
+            published.append(final[current])
+    except OSError as exc:
+        for path in published:
+            path.unlink(missing_ok=True)
+        raise write_error(final[current], exc) from None
+    except OutputError as exc:  # name the output, not its temporary name
+        for path in published:
+            path.unlink(missing_ok=True)
+        message = str(exc)
+        for tmp, path in zip(pending, final, strict=True):
+            message = message.replace(str(tmp), str(path))
+        raise OutputError(message) from None
+    except BaseException:
+        for path in published:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        for tmp in pending:
+            tmp.unlink(missing_ok=True)
+    return final
+
+
+def finished_clips(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """id -> record of OUT/generated.jsonl for clips whose files are all there (a torn last line is ignored)."""
+    path = Path(out_dir) / OUTPUT_MANIFEST
+    done: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+            if all((Path(out_dir) / name).is_file() for name in rec.get("files", [])):
+                done[rec["id"]] = rec
+            else:
+                done.pop(rec["id"], None)
+    return done
 
 
 def requests_from_manifest(path: str | Path) -> list[ClipRequest]:
-    """One request per manifest line that has a video."""
+    """One request per manifest line that has a video; ids that cannot be file names are refused by line."""
+    from vssflow.core.files import file_name_problem
     from vssflow.core.manifest import read_manifest
 
     requests = []
+    seen: dict[str, str] = {}
     for rec in read_manifest(path):
         if rec.video is None:
             raise MediaError(f"{rec.where}: clip {rec.id!r} has no video to generate for")
-        requests.append(ClipRequest(rec.video, rec.transcript, rec.speaker, rec.speech, rec.id))
+        problem = file_name_problem(rec.id)
+        if problem:
+            shown = rec.id if len(rec.id) <= 60 else rec.id[:57] + "..."
+            raise ContractError(f"{rec.where}: clip id {shown!r} cannot name an output file ({problem}); "
+                                "use letters, digits, '-', '_' and '.'")
+        if rec.id in seen:
+            raise ContractError(f"{rec.where}: clip id {rec.id!r} repeats {seen[rec.id]}; ids name the outputs")
+        seen[rec.id] = rec.where
+        requests.append(ClipRequest(rec.video, rec.transcript, rec.speaker, rec.speech, rec.id,
+                                    meta={"where": rec.where}))
     return requests
 
 
-def generate_cli(args: Any) -> Iterable[Path]:
-    """`vssflow generate`: validate everything first, then generate and write."""
+def generate_cli(args: Any) -> Iterator[Path]:
+    """`vssflow generate`: validate everything first, then generate batch by batch, publishing each clip (wav +
+    mp4 + a line of OUT/generated.jsonl) as it finishes. A rerun skips the clips already published with the
+    same checkpoint and seed (`--overwrite` redoes them); an interruption keeps every published clip."""
+    from vssflow.core.files import OutputError, append_line, ensure_dir, file_name_problem, write_error
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: --out names an existing file, not a folder; choose a folder")
     pipe = load_pipeline(args.checkpoint, device=args.device, ema=not args.no_ema)
     if args.manifest:
-        if args.transcript or args.speaker or args.speech_span:
+        if args.transcript is not None or args.speaker or args.speech_span:
             raise ContractError("--transcript/--speaker/--speech-span go with --video; a manifest has its own fields")
         requests = requests_from_manifest(args.manifest)
     else:
-        requests = [ClipRequest(Path(args.video), args.transcript,
-                                Path(args.speaker) if args.speaker else None, args.speech_span)]
-    wavs = pipe.generate(requests, steps=args.steps, guidance=args.guidance, sampler=args.sampler, seed=args.seed,
-                         overlap=args.overlap, batch_size=args.batch_size, progress=len(requests) > 1,
-                         precision=args.precision)
-    written: list[Path] = []
-    for request, wav in zip(requests, wavs, strict=True):
-        written += write_outputs(args.out, request, wav, pipe.sample_rate)
-    return written
+        request = ClipRequest(Path(args.video), args.transcript,
+                              Path(args.speaker) if args.speaker else None, args.speech_span)
+        problem = file_name_problem(request.clip_id)
+        if problem:
+            raise ContractError(f"{args.video}: the video's name cannot name an output file ({problem}); rename it")
+        requests = [request]
+    checkpoint = str(Path(args.checkpoint).resolve())
+    done = {} if getattr(args, "overwrite", False) else finished_clips(out)
+    todo = [r for r in requests
+            if not (r.clip_id in done and done[r.clip_id].get("seed") == args.seed
+                    and done[r.clip_id].get("checkpoint") == checkpoint)]
+    if len(todo) < len(requests):
+        log.info("%d of %d clips already in %s; generating the other %d (--overwrite redoes them)",
+                 len(requests) - len(todo), len(requests), out / OUTPUT_MANIFEST, len(todo))
+    for request in todo:
+        pipe.check(request)  # every input is checked before the output folder is touched
+    if not todo:
+        return
+    ensure_dir(out)
+    results = pipe.iter_generate(todo, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+                                 seed=args.seed, overlap=args.overlap, batch_size=args.batch_size,
+                                 progress=len(todo) > 1, precision=args.precision)
+    for i, wav in results:
+        request = todo[i]
+        paths = write_outputs(out, request, wav, pipe.sample_rate)
+        record = {"id": request.clip_id, "files": [p.name for p in paths], "seconds": wav.shape[-1] / pipe.sample_rate,
+                  "seed": args.seed, "checkpoint": checkpoint}
+        try:
+            append_line(out / OUTPUT_MANIFEST, json.dumps(record))
+        except OSError as exc:
+            raise write_error(out / OUTPUT_MANIFEST, exc, "append to the output manifest") from None
+        yield from paths

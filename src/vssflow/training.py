@@ -71,10 +71,34 @@ def run_metadata(recipe: Recipe, tokenizer: Any | None) -> dict[str, Any]:
         "recipe_sha256": hashlib.sha256(recipe.to_yaml().encode()).hexdigest(),
         "task": recipe.task,
         "conditions": list(recipe.conditions),
+        "plugins": plugin_distributions(recipe),
     }
     if tokenizer is not None:
         meta["tokenizer"] = tokenizer.to_dict()
     return meta
+
+
+def plugin_distributions(recipe: Recipe) -> list[dict[str, Any]]:
+    """The distributions (name, version) providing the recipe's components, so a checkpoint can say which
+    `pip install` it needs."""
+    from vssflow.registry import get_spec
+
+    found: dict[str, dict[str, Any]] = {}
+    for _, kind, ref in recipe.components():
+        try:
+            prov = get_spec(kind, ref.name).provenance
+        except Exception:  # noqa: BLE001 - an unknown component fails later, in build, with its own message
+            continue
+        entry = found.setdefault(prov.distribution, {"distribution": prov.distribution, "version": prov.version,
+                                                     "components": []})
+        entry["components"].append(f"{kind} {ref.name}")
+    return sorted(found.values(), key=lambda e: e["distribution"])
+
+
+def needs_unused_parameters(recipe: Recipe) -> bool:
+    """Whether some trainable parameters can miss a step's graph under DDP: a condition absent from whole
+    batches (several tasks, or conditions restricted to some tasks)."""
+    return len(recipe.tasks()) > 1 or any(c.tasks for c in recipe.conditions.values())
 
 
 def _setup_distributed(device: str | None) -> tuple[Any, torch.device]:
@@ -127,31 +151,84 @@ def _validator(recipe: Recipe, model: Any, out_dir: Path, clips: int = 2):
     return validate
 
 
+def _resume_mode(resume: bool | str) -> str:
+    if resume in (False, None, "", "no"):
+        return "no"
+    if resume in (True, "yes", "always"):
+        return "yes"
+    if resume == "auto":
+        return "auto"
+    raise RecipeError(f"--resume takes nothing or 'auto', got {resume!r}")
+
+
 def train(
     recipe: str | Path | Recipe,
     out_dir: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    resume: bool = False,
+    resume: bool | str = False,
     device: str | None = None,
     max_steps: int | None = None,
     progress: bool = True,
 ) -> Path | None:
-    """Train a recipe; returns the final checkpoint directory (None on ranks other than 0)."""
-    from vssflow.cli.plugins import plugins_report
-    from vssflow.core.trainer import Trainer
-    from vssflow.registry.assemble import build
+    """Train a recipe; returns checkpoints/last (None on ranks other than 0).
 
+    resume: False (a new run; refuses a folder that holds one), True (continue; an error when there is
+    nothing to continue) or "auto" (continue if possible, else start). Nothing in the run folder changes
+    until the recipe, the checkpoint and the data have been checked; rank 0 holds the run lock throughout.
+    """
+    from vssflow.core.files import OutputError
+    from vssflow.core.runlock import RunLock
+
+    mode = _resume_mode(resume)
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     out = Path(out_dir or Path("runs") / recipe.name)
-    last = out / "checkpoints" / "last"
-    if not resume and last.exists():
-        raise RecipeError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    if recipe.train.init_from and not last.exists():
-        from vssflow.core.checkpoint import Checkpoint
-
-        Checkpoint(recipe.train.init_from)  # a missing or broken train.init_from fails before any work
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: --out names an existing file, not a run folder; choose a folder")
     dist_info, dev = _setup_distributed(device)
+    lock = RunLock(out)
+    try:
+        if dist_info.is_main and out.is_dir():
+            lock.acquire()  # a busy run folder is refused before any work
+        return _train_locked(recipe, out, mode, dist_info, dev, lock, max_steps, progress)
+    finally:
+        lock.release()
+
+
+def _train_locked(
+    recipe: Recipe, out: Path, mode: str, dist_info: Any, dev: torch.device, lock: Any, max_steps: int | None,
+    progress: bool,
+) -> Path | None:
+    from vssflow.cli.plugins import plugins_report
+    from vssflow.core.checkpoint import Checkpoint, CheckpointFolder
+    from vssflow.core.files import ensure_dir, write_text_atomic
+    from vssflow.core.trainer import Trainer
+    from vssflow.generation import warn_unseen_guidance
+    from vssflow.registry.assemble import build
+
+    folder = CheckpointFolder(out / "checkpoints")
+    newest = folder.newest()
+    if newest is not None and mode == "no":
+        raise RecipeError(
+            f"{out} already holds a run (newest checkpoint {newest.name}); pass --resume to continue it "
+            "(--resume auto: continue if possible, else start), or choose another --out"
+        )
+    if newest is None and mode == "yes":
+        raise RecipeError(
+            f"{out}: nothing to resume (no complete checkpoint in {out / 'checkpoints'}); drop --resume to start "
+            "a new run there, or pass --resume auto"
+        )
+    resuming = newest is not None
+    if resuming:
+        previous = Checkpoint(newest).meta.get("recipe_name")
+        if previous not in (None, recipe.name):
+            raise RecipeError(
+                f"{out} holds a run of recipe {previous!r}, not {recipe.name!r}; resume it with its own recipe "
+                f"({out / 'recipe.yaml'}), or choose another --out"
+            )
+    if recipe.train.init_from and not resuming:
+        Checkpoint(recipe.train.init_from)  # a missing or broken train.init_from fails before any work
+    warn_unseen_guidance(recipe, recipe.sampler.params.get("condition_guidance") or {})
     assembly = build(recipe, device=dev)
     model = assembly.model
     dataset = dataset_for(recipe, model)
@@ -162,21 +239,29 @@ def train(
                               f"(a core.data.ClipDataset does); set data.bucketing to false")
         dataset = dataset.configure(pad_audio="longest")
         durations = dataset.durations()
-    if dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(recipe.to_yaml())
-        (out / "plugins.json").write_text(json.dumps(plugins_report(), indent=2))
     trainer = Trainer(
         model, recipe.train, dataset, dataset.collate, out,
         meta=run_metadata(recipe, dataset.tokenizer if _has_transcripts(model) else None),
         recipe_yaml=recipe.to_yaml(), item_weights=item_weights(recipe, dataset), item_durations=durations,
         validate=_validator(recipe, model, out) if recipe.train.val_every else None,
-        device=dev, dist=dist_info, progress=progress,
+        device=dev, dist=dist_info, progress=progress, find_unused=needs_unused_parameters(recipe),
     )
-    if resume and not trainer.resume():
-        log.info("nothing to resume in %s; starting fresh", out)
+    if resuming:
+        trainer.resume(newest)  # the checkpoint must fit the model and optimizer before anything is written
+    elif mode == "auto":
+        log.info("nothing to resume in %s; starting a new run", out)
     if recipe.train.init_from and trainer.step == 0:
         _init_from(model, recipe.train.init_from)
+    if dist_info.is_main:
+        # everything is checked: only now does the run folder change
+        ensure_dir(out)
+        if not lock.held:
+            lock.acquire()
+            if not resuming and folder.holds_run():
+                raise RecipeError(f"{out}: another trainer started a run here meanwhile; choose another --out")
+        folder.clean_stale()
+        write_text_atomic(out / "recipe.yaml", recipe.to_yaml())
+        write_text_atomic(out / "plugins.json", json.dumps(plugins_report(), indent=2))
     result = trainer.fit(max_steps)
     if dist_info.world > 1:
         import torch.distributed as dist

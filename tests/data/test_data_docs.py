@@ -19,7 +19,7 @@ DOC = (ROOT / "docs" / "data.md").read_text()
         ("vssflow.core.manifest", ["read_manifest", "check_manifest"]),
         ("vssflow.plugins.datasets.layouts", ["build_manifest"]),
         ("vssflow.core.data", ["ClipDataset", "collate"]),
-        ("vssflow.core.trainer", ["BatchPlan"]),
+        ("vssflow.core.batch_plan", ["BatchPlan"]),
         ("vssflow.core.feature_cache", ["cached_dirs", "cache_dir_for", "read_feature_file"]),
         ("vssflow.core.feature_extraction", ["extract_features"]),
         ("vssflow.plugins.datasets.synth", ["generate", "SynthConfig"]),

@@ -45,7 +45,8 @@ def test_manifest_batches_and_names_outputs_by_clip_id(tmp_path, micro_checkpoin
     done = vssflow("generate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--out",
                    str(tmp_path / "out"), "--batch-size", "3")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["first.mp4", "first.wav", "second.mp4", "second.wav"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "first.mp4", "first.wav", "generated.jsonl", "second.mp4", "second.wav"]
     # the second clip alone, batch size 1, same seed: the same audio (noise and vocoder phases are per clip)
     single = tmp_path / "one.jsonl"
     single.write_text('{"id": "second", "task": "v2s", "video": "b.mp4"}\n')

@@ -68,15 +68,19 @@ def uneven_manifest(synth_root: Path, out: Path) -> Path:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-@pytest.mark.parametrize("bucketing", [False, True], ids=["window", "bucketed"])
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, synth_root, bucketing):
-    """Exact even when the two ranks' clips have different valid lengths (the loss is re-weighted), and with
-    duration bucketing, where each rank pads its audio only to its own longest clip."""
+@pytest.mark.parametrize("bucketing, accum", [(False, 1), (True, 1), (False, 2)],
+                         ids=["window", "bucketed", "accumulated"])
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, synth_root, bucketing, accum):
+    """Exact even when the two ranks' clips have different valid lengths (the loss is re-weighted), with
+    duration bucketing, where each rank pads its audio only to its own longest clip, and with two
+    accumulated micro-batches per rank (no_sync) against one process taking the batch at once: micro-batches
+    of different valid lengths weigh as one batch."""
     one, two = tmp_path / "one", tmp_path / "two"
     manifest = uneven_manifest(synth_root, tmp_path / "uneven.jsonl")
     args = ["--no-progress", "--device", "cpu", "--set", "train.steps=3", "--set", "data.name=manifest",
             "--set", f"data.params={{path: {manifest}}}", "--set", f"data.bucketing={str(bucketing).lower()}"]
     done = vssflow("train", str(MICRO), "--out", str(one), *args)
+    args += ["--set", f"train.grad_accum={accum}"]
     assert done.returncode == 0, done.stderr[-3000:]
     env = {k: v for k, v in os.environ.items() if k != "VSSFLOW_LOAD_PLUGINS"}
     env["OMP_NUM_THREADS"] = "1"

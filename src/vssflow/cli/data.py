@@ -58,10 +58,16 @@ def run_synth(args: argparse.Namespace) -> int:
         from vssflow.core.errors import VssflowError
 
         raise VssflowError(f"--workers must be >= 1, got {args.workers}")
+    from vssflow.core.files import ensure_dir, write_error
+
     config = SynthConfig(clips=args.clips, seconds=args.seconds, seed=args.seed, families=tuple(args.families),
                          size=args.size)
     started = time.perf_counter()
-    manifest = generate(args.out, config, workers=args.workers, progress=not args.no_progress)
+    ensure_dir(args.out)
+    try:
+        manifest = generate(args.out, config, workers=args.workers, progress=not args.no_progress)
+    except OSError as exc:
+        raise write_error(getattr(exc, "filename", None) or args.out, exc) from None
     elapsed = time.perf_counter() - started
     summary = read_config(args.out) or {}
     fams = ", ".join(f"{k}: {v}" for k, v in summary.get("families", {}).items())
@@ -72,9 +78,17 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_manifest(args: argparse.Namespace) -> int:
     """Scan ROOT with the chosen layout and write the manifest."""
+    from vssflow.core.files import write_error
     from vssflow.plugins.datasets.layouts import build_manifest
 
-    report = build_manifest(args.layout, args.root, args.out)
+    try:
+        report = build_manifest(args.layout, args.root, args.out)
+    except OSError as exc:  # writing the manifest (or its temporary sibling); reading ROOT fails otherwise
+        from pathlib import Path
+
+        if exc.filename and Path(exc.filename).parent != Path(args.out).parent:
+            raise
+        raise write_error(args.out, exc) from None
     print(f"{args.out}: {report.summary()}")
     return 0
 

@@ -35,14 +35,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="bf16 autocast on CUDA (default: the recipe's train.precision; CPU runs fp32)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="regenerate clips already listed in OUT/generated.jsonl (default: skip them)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Generate and list the files written."""
+    """Generate and list the files written, as each clip is published."""
     from vssflow.generation import generate_cli
 
     for path in generate_cli(args):
-        print(path)
+        print(path, flush=True)
     return 0

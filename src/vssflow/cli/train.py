@@ -1,4 +1,4 @@
-"""`vssflow train RECIPE [--set k=v] [--out runs/NAME] [--resume]` (also under torchrun for several processes)."""
+"""`vssflow train RECIPE [--set k=v] [--out runs/NAME] [--resume [auto]]` (also under torchrun for several processes)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", metavar="RECIPE", help="recipe file or built-in recipe name")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="auto",
+                   help="continue from the newest complete checkpoint in <out>/checkpoints (an error when there "
+                        "is none); `--resume auto`: continue if possible, else start a new run")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: train.steps)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
