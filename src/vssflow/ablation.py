@@ -428,17 +428,15 @@ def _hierarchical_ci(per_seed: list[list[float]], samples: int = 2000, seed: int
     if not per_seed:
         return (math.nan, math.nan)
     gen = torch.Generator().manual_seed(seed)
-    tensors = [torch.tensor(s, dtype=torch.float64) for s in per_seed]
-    means = torch.empty(samples, dtype=torch.float64)
-    for b in range(samples):
-        picks = torch.randint(0, len(tensors), (len(tensors),), generator=gen) if len(tensors) > 1 else [0]
-        total, count = 0.0, 0
-        for i in picks:
-            x = tensors[int(i)]
-            idx = torch.randint(0, x.numel(), (x.numel(),), generator=gen)
-            total += float(x[idx].sum())
-            count += x.numel()
-        means[b] = total / count
+    sums, counts = [], []
+    for values in per_seed:  # each seed's clips resampled `samples` times: (samples,) sums
+        x = torch.tensor(values, dtype=torch.float64)
+        sums.append(x[torch.randint(0, x.numel(), (samples, x.numel()), generator=gen)].sum(1))
+        counts.append(float(x.numel()))
+    sums_t = torch.stack(sums, 1)  # (samples, S)
+    counts_t = torch.tensor(counts, dtype=torch.float64)
+    picks = torch.randint(0, len(per_seed), (samples, len(per_seed)), generator=gen)  # seeds with replacement
+    means = sums_t.gather(1, picks).sum(1) / counts_t[picks].sum(1)
     return (float(torch.quantile(means, 0.025)), float(torch.quantile(means, 0.975)))
 
 
