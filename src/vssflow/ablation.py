@@ -327,12 +327,23 @@ def _score(grid: Grid, evalset: EvalSet, groups: list[str], run_dir: Path, step:
     return rows
 
 
+def _finished(run_dir: Path, steps: int) -> bool:
+    """The run reached `steps` and was scored there (a grid whose train.steps grew continues its runs)."""
+    path = run_dir / "done.json"
+    if not path.is_file():
+        return False
+    try:
+        return int(json.loads(path.read_text()).get("steps", -1)) == steps
+    except ValueError:
+        return False
+
+
 def run_one(grid: Grid, variant: str, seed: int, out: Path, evalset: EvalSet, metrics: Any,
             progress: bool = True) -> Path:
     """Train one variant x seed to the end, scoring it at every evaluation step; resumable."""
     recipe = variant_recipe(grid, variant, seed, out)
     run_dir = out / "runs" / variant / f"seed-{seed}"
-    if (run_dir / "done.json").is_file():
+    if _finished(run_dir, recipe.train.steps):
         return run_dir
     groups = [g for g in evalset.by_group if grid.variants[variant].groups is None
               or g in grid.variants[variant].groups]
@@ -400,7 +411,7 @@ def run_ablation(grid_path: str | Path, out: str | Path, progress: bool = True, 
         if grid.order == "seeds":
             runs = [(v, s) for s in grid.seeds for v in names]
         for k, (v, seed) in enumerate(runs, start=1):
-            if (out / "runs" / v / f"seed-{seed}" / "done.json").is_file():
+            if _finished(out / "runs" / v / f"seed-{seed}", variant_recipe(grid, v, seed, out).train.steps):
                 continue
             _say(f"run {k}/{len(runs)}: variant {v!r} seed {seed}")
             run_one(grid, v, seed, out, evalset, metrics, progress)
@@ -479,14 +490,9 @@ def collect(grid: Grid, out: Path) -> dict[tuple[str, str, str, int], Cell]:
     return cells
 
 
-def final_cells(grid: Grid, cells: dict) -> list[Cell]:
-    """The cells at each variant's final step (the recipe's train.steps) that every seed reached."""
-    last: dict[tuple[str, str, str], Cell] = {}
-    for (v, g, m, step), cell in cells.items():
-        key = (v, g, m)
-        if key not in last or step > last[key].step:
-            last[key] = cell
-    return list(last.values())
+def final_cells(grid: Grid, cells: dict, steps: dict[str, int]) -> list[Cell]:
+    """The cells at each variant's final step (its recipe's train.steps), with the seeds that reached it."""
+    return [cell for (v, _, _, step), cell in cells.items() if step == steps.get(v)]
 
 
 def paired_difference(a: Cell, b: Cell, samples: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -514,7 +520,8 @@ def _f(x: float, digits: int = 3) -> str:
 def write_results(grid: Grid, out: Path) -> Path:
     """results.csv, results.md, comparisons.csv, plots/*.png and index.html from the runs' curve.jsonl files."""
     cells = collect(grid, out)
-    finals = final_cells(grid, cells)
+    steps = {v: variant_recipe(grid, v, grid.seeds[0], out).train.steps for v in grid.variants}
+    finals = final_cells(grid, cells, steps)
     groups = sorted({c.group for c in finals})
     metrics = list(dict.fromkeys(c.metric for c in finals))
     rows = []
@@ -543,7 +550,7 @@ def write_results(grid: Grid, out: Path) -> Path:
             writer.writerow([r["a"], r["b"], r["group"], r["metric"], r["advantage"], r["ci95"][0], r["ci95"][1],
                              r["pairs"], r["verdict"]])
     plots = _plots(grid, out, cells, finals, groups, metrics)
-    md = _markdown(grid, out, rows, comparisons, plots, groups, metrics)
+    md = _markdown(grid, out, rows, comparisons, plots, groups, metrics, steps)
     (out / "results.md").write_text(md)
     return _html(grid, out, md, plots)
 
@@ -557,7 +564,7 @@ def _best(rows: list[dict], group: str, metric: str) -> str | None:
 
 
 def _markdown(grid: Grid, out: Path, rows: list[dict], comparisons: list[dict], plots: list[Path],
-              groups: list[str], metrics: list[str]) -> str:
+              groups: list[str], metrics: list[str], steps: dict[str, int]) -> str:
     seeds = ", ".join(str(s) for s in grid.seeds)
     lines = [f"# Ablation {grid.name}", ""]
     if grid.description:
@@ -596,7 +603,7 @@ def _markdown(grid: Grid, out: Path, rows: list[dict], comparisons: list[dict], 
     lines += ["## Variants", ""] + [f"- **{v}**: {spec.description or '(base recipe)'}"
                                     for v, spec in grid.variants.items()] + [""]
     missing = [f"{v} seed {s}" for v in grid.variants for s in grid.seeds
-               if not (out / "runs" / v / f"seed-{s}" / "done.json").is_file()]
+               if not _finished(out / "runs" / v / f"seed-{s}", steps[v])]
     if missing:
         lines += ["## Not finished", "", "Runs without a final score (resume with the same command): "
                   + ", ".join(missing) + ".", ""]

@@ -255,12 +255,16 @@ def build_metrics(names: Sequence[str] | None, has_reference: bool, has_labels: 
 
 
 class _Waves:
-    """Reads each clip once per sample rate: generated (path or in-memory (wav, rate)) and reference."""
+    """The clips of one batch, each read once per sample rate (generated: path or in-memory (wav, rate))."""
 
     def __init__(self, generated: Mapping[str, Any], references: Mapping[str, Reference]):
         self.generated = generated
         self.references = references
         self._cache: dict[tuple[str, str, int], Tensor] = {}
+
+    def clear(self) -> None:
+        """Forget the batch's waveforms (memory stays one batch, whatever the set's size)."""
+        self._cache.clear()
 
     def gen(self, clip_id: str, rate: int) -> Tensor:
         key = ("gen", clip_id, rate)
@@ -300,34 +304,27 @@ def _pad(wavs: list[Tensor]) -> tuple[Tensor, Tensor]:
     return out, lengths
 
 
-def _score_clips(name: str, metric: Any, ids: list[str], waves: _Waves, batch_size: int, bar: Any) -> dict[str, float]:
+def _score_batch(metric: Any, part: list[str], waves: _Waves) -> dict[str, float]:
+    """One per-clip metric on one batch of clips: {id: value} (non-finite values left out)."""
     rate = int(metric.sample_rate)
-    scores: dict[str, float] = {}
-    for start in range(0, len(ids), batch_size):
-        part = ids[start : start + batch_size]
-        gens, refs, labels = [], [], []
-        for cid in part:
-            g = waves.gen(cid, rate)
-            r = waves.ref(cid, rate)
-            if r is not None:  # score the common span: a generated clip may be a few samples longer or shorter
-                n = min(g.shape[-1], r.shape[-1])
-                g, r = g[:n], r[:n]
-            gens.append(g)
-            refs.append(r)
-            ref = waves.references.get(cid)
-            labels.append(dict(ref.labels) if ref is not None else {})
-        keep = [i for i, r in enumerate(refs) if r is not None or not metric.needs_reference]
-        if keep:
-            gen_b, lengths = _pad([gens[i] for i in keep])
-            ref_b = None
-            if all(refs[i] is not None for i in keep):
-                ref_b, _ = _pad([refs[i] for i in keep])
-            values = metric(gen_b, ref_b, labels=[labels[i] for i in keep], lengths=lengths)
-            for i, v in zip(keep, values.reshape(-1).tolist(), strict=True):
-                if math.isfinite(v):
-                    scores[part[i]] = float(v)
-        bar.update(len(part))
-    return scores
+    gens, refs, labels = [], [], []
+    for cid in part:
+        g = waves.gen(cid, rate)
+        r = waves.ref(cid, rate)
+        if r is not None:  # score the common span: a generated clip may be a few samples longer or shorter
+            n = min(g.shape[-1], r.shape[-1])
+            g, r = g[:n], r[:n]
+        gens.append(g)
+        refs.append(r)
+        ref = waves.references.get(cid)
+        labels.append(dict(ref.labels) if ref is not None else {})
+    keep = [i for i, r in enumerate(refs) if r is not None or not metric.needs_reference]
+    if not keep:
+        return {}
+    gen_b, lengths = _pad([gens[i] for i in keep])
+    ref_b = _pad([refs[i] for i in keep])[0] if all(refs[i] is not None for i in keep) else None
+    values = metric(gen_b, ref_b, labels=[labels[i] for i in keep], lengths=lengths)
+    return {part[i]: float(v) for i, v in zip(keep, values.reshape(-1).tolist(), strict=True) if math.isfinite(v)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -345,64 +342,92 @@ def default_cache_dir() -> Path:
     return Path(root) / "eval-features"
 
 
-def _stamp(ref: Reference) -> str:
-    stat = Path(ref.audio).stat()
-    return f"{Path(ref.audio).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{ref.start}|{ref.end}"
+class _FeatureCache:
+    """Reference-side features of one set metric: one safetensors file per clip under its feature_key().
+
+    A file records the reference it came from (resolved path, size, mtime, window); a changed reference
+    is featurised again. Files are written atomically, so a killed evaluation leaves no torn rows.
+    """
+
+    def __init__(self, metric: Any, root: Path | None):
+        self.key = metric.feature_key()
+        self.folder = (root or default_cache_dir()) / _safe(self.key)
+
+    @staticmethod
+    def stamp(ref: Reference) -> str:
+        stat = Path(ref.audio).stat()
+        return f"{Path(ref.audio).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{ref.start}|{ref.end}"
+
+    def _path(self, clip_id: str) -> Path:
+        return self.folder / f"{_safe(clip_id)}.safetensors"
+
+    def get(self, ref: Reference) -> Tensor | None:
+        from safetensors import safe_open
+
+        path = self._path(ref.clip_id)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), "pt") as fh:
+                if (fh.metadata() or {}).get("source") != self.stamp(ref):
+                    return None
+                return fh.get_tensor("features")
+        except Exception:  # a foreign or unreadable file is recomputed
+            return None
+
+    def put(self, ref: Reference, row: Tensor) -> None:
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(ref.clip_id)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        save_file({"features": row.contiguous()}, str(tmp),
+                  metadata={"source": self.stamp(ref), "clip_id": ref.clip_id, "feature_key": self.key})
+        tmp.replace(path)
 
 
-def _reference_features(metric: Any, ids: list[str], waves: _Waves, cache_dir: Path | None, batch_size: int) -> Tensor:
-    from safetensors.torch import load_file, save_file
+class _SetState:
+    """A set metric's feature rows, gathered batch by batch."""
 
-    folder = (cache_dir or default_cache_dir()) / _safe(metric.feature_key())
-    rows: dict[str, Tensor] = {}
-    missing = []
-    for cid in ids:
-        path = folder / f"{_safe(cid)}.safetensors"
-        stamp = _stamp(waves.references[cid])
-        if path.is_file():
-            try:
-                from safetensors import safe_open
+    def __init__(self, metric: Any, cache_dir: Path | None):
+        self.metric = metric
+        self.cache = _FeatureCache(metric, cache_dir) if metric.needs_reference else None
+        self.generated: list[Tensor] = []
+        self.reference: list[Tensor] = []
 
-                with safe_open(str(path), "pt") as fh:
-                    if (fh.metadata() or {}).get("source") == stamp:
-                        rows[cid] = load_file(str(path))["features"]
-                        continue
-            except Exception:  # a torn or foreign file is recomputed
-                pass
-        missing.append(cid)
-    rate = int(metric.sample_rate)
-    for start in range(0, len(missing), batch_size):
-        part = missing[start : start + batch_size]
-        feats = metric.features([waves.ref(cid, rate) for cid in part])
-        folder.mkdir(parents=True, exist_ok=True)
-        for cid, row in zip(part, feats, strict=True):
-            rows[cid] = row.detach().float().cpu().contiguous()
-            path = folder / f"{_safe(cid)}.safetensors"
-            tmp = path.with_suffix(f".tmp-{os.getpid()}")
-            save_file({"features": rows[cid]}, str(tmp), metadata={"source": _stamp(waves.references[cid]),
-                                                                 "clip_id": cid, "feature_key": metric.feature_key()})
-            tmp.replace(path)
-    return torch.stack([rows[cid] for cid in ids])
+    def add(self, part: list[str], waves: _Waves) -> None:
+        rate = int(self.metric.sample_rate)
+        self.generated.append(self.metric.features([waves.gen(cid, rate) for cid in part]).detach().float().cpu())
+        if self.cache is None:
+            return
+        rows: dict[str, Tensor] = {}
+        missing = []
+        for cid in part:
+            ref = waves.references.get(cid)
+            if ref is None or ref.audio is None:
+                continue
+            row = self.cache.get(ref)
+            if row is None:
+                missing.append(cid)
+            else:
+                rows[cid] = row
+        if missing:
+            feats = self.metric.features([waves.ref(cid, rate) for cid in missing]).detach().float().cpu()
+            for cid, row in zip(missing, feats, strict=True):
+                rows[cid] = row
+                self.cache.put(waves.references[cid], row)
+        self.reference += [rows[cid] for cid in part if cid in rows]
 
-
-def _score_set(name: str, metric: Any, ids: list[str], waves: _Waves, cache_dir: Path | None, batch_size: int,
-               bar: Any) -> MetricResult:
-    rate = int(metric.sample_rate)
-    gen_rows = []
-    for start in range(0, len(ids), batch_size):
-        part = ids[start : start + batch_size]
-        gen_rows.append(metric.features([waves.gen(cid, rate) for cid in part]).detach().float().cpu())
-        bar.update(len(part))
-    generated = torch.cat(gen_rows)
-    reference = None
-    if metric.needs_reference:
-        ref_ids = [cid for cid in ids if waves.ref(cid, rate) is not None]
-        if not ref_ids:
-            raise EvaluationError(f"{name}: no reference audio for any clip")
-        reference = _reference_features(metric, ref_ids, waves, cache_dir, batch_size)
-    value = float(metric.score(generated, reference))
-    ci = bootstrap_set_ci(metric.score, generated, reference)
-    return MetricResult(value, ci, len(ids), bool(metric.higher_is_better), kind="set")
+    def result(self, name: str, n: int) -> MetricResult:
+        generated = torch.cat(self.generated)
+        reference = None
+        if self.cache is not None:
+            if not self.reference:
+                raise EvaluationError(f"{name}: no reference audio for any clip")
+            reference = torch.stack(self.reference)
+        value = float(self.metric.score(generated, reference))
+        ci = bootstrap_set_ci(self.metric.score, generated, reference)
+        return MetricResult(value, ci, n, bool(self.metric.higher_is_better), kind="set")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -426,6 +451,7 @@ def evaluate(
     references: a folder of `<id>.wav`, a manifest (.jsonl), {id: Reference}, or None (reference-free metrics).
     metrics: names, or {name: metric object} already built; None = every registered metric that can run.
     ids: score only these clips (default: every generated clip).
+    Clips are read `batch_size` at a time and every metric scores that batch, so memory stays one batch.
     """
     from tqdm import tqdm
 
@@ -454,6 +480,8 @@ def evaluate(
                 "the generated files must be named <id>.wav with the reference's ids")
     if not chosen:
         raise EvaluationError("no clips to evaluate")
+    if batch_size < 1:
+        raise EvaluationError(f"batch size must be >= 1, got {batch_size}")
     has_reference = bool(refs) and all(refs[cid].audio is not None for cid in chosen)
     has_labels = bool(refs) and any(refs[cid].labels for cid in chosen)
     if isinstance(metrics, Mapping):
@@ -463,20 +491,29 @@ def evaluate(
     for name, reason in skipped.items():
         print(f"skipped metric {name}: {reason}", flush=True)
     waves = _Waves(gen, refs)
-    results: dict[str, MetricResult] = {}
     cache = Path(cache_dir) if cache_dir is not None else None
-    with tqdm(total=len(chosen) * len(built), disable=not progress, desc="evaluate", unit="clip",
-              dynamic_ncols=True) as bar:
-        for name, metric in built.items():
-            bar.set_postfix_str(name)
-            if _is_set_metric(metric):
-                results[name] = _score_set(name, metric, chosen, waves, cache, batch_size, bar)
-                continue
-            scores = _score_clips(name, metric, chosen, waves, batch_size, bar)
-            values = list(scores.values())
-            mean = sum(values) / len(values) if values else math.nan
-            results[name] = MetricResult(mean, bootstrap_mean_ci(values), len(values),
-                                         bool(metric.higher_is_better), scores)
+    per_clip: dict[str, dict[str, float]] = {n: {} for n, m in built.items() if not _is_set_metric(m)}
+    sets = {n: _SetState(m, cache) for n, m in built.items() if _is_set_metric(m)}
+    with tqdm(total=len(chosen), disable=not progress, desc="evaluate", unit="clip", dynamic_ncols=True) as bar:
+        for start in range(0, len(chosen), batch_size):
+            part = chosen[start : start + batch_size]
+            for name, metric in built.items():
+                if name in sets:
+                    sets[name].add(part, waves)
+                else:
+                    per_clip[name].update(_score_batch(metric, part, waves))
+            waves.clear()
+            bar.update(len(part))
+    results: dict[str, MetricResult] = {}
+    for name, metric in built.items():
+        if name in sets:
+            results[name] = sets[name].result(name, len(chosen))
+            continue
+        scores = {cid: per_clip[name][cid] for cid in chosen if cid in per_clip[name]}
+        values = list(scores.values())
+        mean = sum(values) / len(values) if values else math.nan
+        results[name] = MetricResult(mean, bootstrap_mean_ci(values), len(values), bool(metric.higher_is_better),
+                                     scores)
     result = EvaluationResult(results, skipped)
     if out is not None:
         write_metrics(out, result, title=title)

@@ -142,3 +142,41 @@ def test_grid_errors_are_one_line(tmp_path, text, expect):
     done = vssflow("ablate", str(grid), "--out", str(tmp_path / "o"))
     err = done.stderr.strip().splitlines()
     assert done.returncode != 0 and len(err) == 1 and expect in err[0] and "Traceback" not in done.stderr, done.stderr
+
+
+def test_each_training_can_run_under_torchrun(tmp_path):
+    """--launcher torchrun --nproc 2: training segments run as two processes (gloo on CPU), scoring here."""
+    import torch
+
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed unavailable")
+    grid = tmp_path / "grid.yaml"
+    text = MICRO_GRID.read_text().replace("../main_job/micro-v2s.yaml", str(HERE.parent / "main_job" / "micro-v2s.yaml"))
+    grid.write_text(text.replace("seeds: [0, 1]", "seeds: [0]"))
+    out = tmp_path / "dist"
+    done = vssflow("ablate", str(grid), "--out", str(out), "--only", "video-cross", "--launcher", "torchrun",
+                   "--nproc", "2", "--device", "cpu", "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    from vssflow.core.checkpoint import Checkpoint
+
+    run = out / "runs" / "video-cross" / "seed-0"
+    assert Checkpoint(run / "checkpoints" / "last").trainer_state()["world"] == 2
+    steps = {json.loads(x)["step"] for x in (run / "curve.jsonl").read_text().splitlines()}
+    assert steps == {2, 4} and (out / "results.md").is_file()
+
+
+def test_raising_train_steps_continues_finished_runs(micro_ablation, tmp_path):
+    out = tmp_path / "longer"
+    shutil.copytree(micro_ablation, out)
+    grid = tmp_path / "grid.yaml"
+    text = MICRO_GRID.read_text().replace("../main_job/micro-v2s.yaml", str(HERE.parent / "main_job" / "micro-v2s.yaml"))
+    grid.write_text(text.replace("train.steps=4", "train.steps=6"))
+    done = vssflow("ablate", str(grid), "--out", str(out), "--only", "video-cross", "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for seed in (0, 1):
+        run = out / "runs" / "video-cross" / f"seed-{seed}"
+        steps = [json.loads(x)["step"] for x in (run / "curve.jsonl").read_text().splitlines()]
+        assert sorted(set(steps)) == [2, 4, 6] and json.loads((run / "done.json").read_text())["steps"] == 6
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["step"] for r in rows if r["variant"] == "video-cross"} == {"6"}
+    assert "video-concat seed 0" in (out / "results.md").read_text().split("Not finished")[1]  # still at 4 steps
