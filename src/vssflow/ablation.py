@@ -378,14 +378,17 @@ def run_one(grid: Grid, variant: str, seed: int, out: Path, evalset: EvalSet, me
 
 
 def run_ablation(grid_path: str | Path, out: str | Path, progress: bool = True, only: list[str] | None = None,
-                 report_only: bool = False, overrides: dict[str, Any] | None = None) -> Path:
+                 report_only: bool = False, overrides: dict[str, Any] | None = None,
+                 recipe_overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """Run (or resume) every variant x seed of a grid, then write the results; returns index.html.
 
     overrides: launcher / nproc / device replacing the grid's (the command line's --launcher ...).
+    recipe_overrides: `--set` overrides for every variant, applied after the grid's own `set`.
     """
     grid = load_grid(grid_path)
     for key, value in (overrides or {}).items():
         setattr(grid, key, value)
+    grid.set = [*grid.set, *recipe_overrides]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(grid.variants)
