@@ -1,6 +1,6 @@
 """Ablations: a base recipe, named variants (recipe overrides) and seeds; train, generate and score each run.
 
-    vssflow ablate recipes/ablations/aggregation-cpu.yaml --out runs/aggregation-cpu
+    vssflow ablate ablations/cpu-synthetic.yaml --out runs/cpu-synthetic
 
 A grid file (YAML):
 
