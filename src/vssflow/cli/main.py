@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "demo",
     "train",
     "generate",
+    "evaluate",
+    "ablate",
     "data",
     "features",
     "train_vocoder",

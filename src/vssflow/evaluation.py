@@ -1,0 +1,581 @@
+"""Scoring generated audio: per-clip and set-level metrics, bootstrap confidence intervals, metrics.json/md.
+
+    from vssflow.evaluation import evaluate, references_from_manifest
+    result = evaluate("runs/x/generated", references_from_manifest("data/synth/test.jsonl"), out="runs/x/eval")
+    result.metrics["onset-f1"].mean, result.metrics["onset-f1"].ci95
+
+The generated side is a folder of `<id>.wav` (any rate, any channel count) or waveforms in memory; the
+reference side is a folder of `<id>.wav` or a manifest whose rows give audio, video, transcript and labels.
+Every waveform is read at each metric's own `sample_rate`, mono. Per-clip metrics (`Metric`) give one
+number per clip; the reported mean is over clips and its 95% interval is a percentile bootstrap over clips.
+Set-level metrics (`SetMetric`: FD, KID, IS) give one number per set; their interval resamples the feature
+rows of each side. Reference-side set features are cached as safetensors under `cache_dir`, keyed by the
+metric's `feature_key()` and the clip id (and invalidated when the reference file changes).
+
+`vssflow evaluate` (cli/evaluate.py), `vssflow ablate` and `vssflow demo` all score through `evaluate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vssflow.core.errors import VssflowError
+
+log = logging.getLogger("vssflow.evaluate")
+
+BOOTSTRAP_SAMPLES = 1000
+SET_BOOTSTRAP_SAMPLES = 200  # set scores (FD with a matrix square root) cost more than a mean
+BOOTSTRAP_SEED = 0
+
+
+class EvaluationError(VssflowError):
+    """A problem with the inputs of an evaluation (missing files, ids that do not match, unknown metric)."""
+
+
+@dataclass
+class Reference:
+    """The reference side of one clip: its audio (window within the file), labels and what generated it."""
+
+    clip_id: str
+    audio: Path | None = None
+    start: float = 0.0
+    end: float | None = None
+    labels: dict[str, Any] = field(default_factory=dict)
+    group: str = ""  # family or task, for per-group summaries
+
+    def read(self, sample_rate: int) -> Tensor:
+        """The reference waveform (S,) at `sample_rate`, mono."""
+        from vssflow.core.media import read_audio
+
+        if self.audio is None:
+            raise EvaluationError(f"clip {self.clip_id!r}: no reference audio")
+        wav, _ = read_audio(self.audio, sample_rate, mono=True, start=self.start, end=self.end)
+        return wav
+
+
+def references_from_manifest(path: str | Path, split: str | None = None) -> dict[str, Reference]:
+    """Reference clips of a manifest: audio window, labels file + transcript, video and speaker paths."""
+    from vssflow.core.manifest import read_manifest
+
+    refs = {}
+    for rec in read_manifest(path, split=split):
+        labels: dict[str, Any] = {}
+        if rec.labels is not None:
+            try:
+                labels.update(json.loads(Path(rec.labels).read_text()))
+            except (OSError, ValueError) as exc:
+                raise EvaluationError(f"{rec.where}: labels {rec.labels}: unreadable ({exc})") from None
+        if rec.transcript:
+            labels["transcript"] = rec.transcript
+        if rec.video is not None:
+            labels["video"] = str(rec.video)
+        if rec.speaker is not None:
+            labels["speaker_reference"] = str(rec.speaker)
+        if rec.speech is not None:
+            labels.setdefault("speech", list(rec.speech))
+        group = str((rec.meta or {}).get("family") or rec.task)
+        refs[rec.id] = Reference(rec.id, rec.audio_path, rec.start, rec.end, labels, group)
+    return refs
+
+
+def references_from_dir(folder: str | Path) -> dict[str, Reference]:
+    """Reference clips from a folder of `<id>.wav` (no labels)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: reference folder not found")
+    return {p.stem: Reference(p.stem, p) for p in sorted(folder.glob("*.wav"))}
+
+
+def generated_from_dir(folder: str | Path) -> dict[str, Path]:
+    """`<id>.wav` files of a folder of generated audio."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: generated folder not found")
+    found = {p.stem: p for p in sorted(folder.glob("*.wav"))}
+    if not found:
+        raise EvaluationError(f"{folder}: no <id>.wav files; point --generated at the folder `vssflow generate` wrote")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------
+# statistics
+
+
+def bootstrap_mean_ci(values: Sequence[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
+                      ) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of `values` (resampling clips with replacement)."""
+    x = torch.as_tensor(list(values), dtype=torch.float64)
+    if x.numel() == 0:
+        return (math.nan, math.nan)
+    if x.numel() == 1:
+        return (float(x[0]), float(x[0]))
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, x.numel(), (samples, x.numel()), generator=gen)
+    means = x[idx].mean(dim=1)
+    return (float(torch.quantile(means, 0.025)), float(torch.quantile(means, 0.975)))
+
+
+def bootstrap_set_ci(score: Callable[[Tensor, Tensor | None], float], generated: Tensor, reference: Tensor | None,
+                     samples: int = SET_BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of a set score, resampling the feature rows of each side."""
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(samples):
+        g = generated[torch.randint(0, generated.shape[0], (generated.shape[0],), generator=gen)]
+        r = None if reference is None else reference[torch.randint(0, reference.shape[0], (reference.shape[0],),
+                                                                    generator=gen)]
+        value = float(score(g, r))
+        if math.isfinite(value):
+            values.append(value)
+    if not values:
+        return (math.nan, math.nan)
+    v = torch.tensor(values, dtype=torch.float64)
+    return (float(torch.quantile(v, 0.025)), float(torch.quantile(v, 0.975)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# metrics
+
+
+@dataclass
+class MetricResult:
+    """One metric over a set of clips. `per_clip` is empty for set-level metrics."""
+
+    mean: float
+    ci95: tuple[float, float]
+    n: int
+    higher_is_better: bool
+    per_clip: dict[str, float] = field(default_factory=dict)
+    kind: str = "clip"  # "clip" or "set"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics.json entry."""
+        out: dict[str, Any] = {"mean": _num(self.mean), "ci95": [_num(self.ci95[0]), _num(self.ci95[1])],
+                               "n": self.n, "higher_is_better": self.higher_is_better}
+        if self.kind == "clip":
+            out["per_clip"] = {k: _num(v) for k, v in self.per_clip.items()}
+        return out
+
+
+@dataclass
+class EvaluationResult:
+    """Metric name -> result, plus the metrics that were skipped and why."""
+
+    metrics: dict[str, MetricResult]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """metrics.json: {metric: {mean, ci95, n, higher_is_better, per_clip}}."""
+        return {name: r.to_dict() for name, r in self.metrics.items()}
+
+
+def _num(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _is_set_metric(obj: Any) -> bool:
+    from vssflow.core.interfaces import SetMetric
+
+    return isinstance(obj, SetMetric)
+
+
+def _availability(name: str) -> str | None:
+    """None when the metric can be built here, else why not (a missing optional package)."""
+    try:
+        import vssflow.plugins.metrics as metric_plugins
+    except ImportError:  # pragma: no cover - the built-in plugin package always imports
+        return None
+    check = getattr(metric_plugins, "available", None)
+    if check is None:
+        return None
+    try:
+        result = check(name)
+    except Exception as exc:  # an availability probe must not stop an evaluation
+        return f"{type(exc).__name__}: {exc}"
+    if result is True or result is None:
+        return None
+    if isinstance(result, str):
+        return result
+    return "an optional package is missing (pip install 'vssflow[eval]')"
+
+
+def build_metrics(names: Sequence[str] | None, has_reference: bool, has_labels: bool,
+                  ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Construct the metrics to run: `names`, or every registered metric whose inputs exist here.
+
+    Returns (name -> metric object, name -> reason skipped). Unknown names are an EvaluationError; a metric
+    whose optional package is missing, or that needs reference audio or labels the data lacks, is skipped.
+    """
+    from vssflow.core.errors import ComponentNotFoundError
+    from vssflow.registry import create, list_components
+
+    explicit = names is not None
+    if names is None:
+        names = [spec.name for spec in list_components("metric")]
+    metrics: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        reason = _availability(name)
+        if reason is None:
+            try:
+                metric = create("metric", name)
+            except ComponentNotFoundError as exc:
+                raise EvaluationError(f"--metrics: {exc}") from None
+            except ImportError as exc:
+                reason = f"needs the {exc.name or 'optional'} package (pip install 'vssflow[eval]')"
+        if reason is not None:
+            skipped[name] = reason
+            continue
+        if metric.needs_reference and not has_reference:
+            skipped[name] = "needs reference audio (pass --reference DIR or a manifest with audio)"
+        elif getattr(metric, "needs_labels", False) and not (has_labels or has_reference):
+            skipped[name] = "needs labels (pass --manifest with labels)"
+        else:
+            metrics[name] = metric
+    if explicit and not metrics:
+        raise EvaluationError("none of the metrics asked for can run here: "
+                              + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return metrics, skipped
+
+
+# ---------------------------------------------------------------------------------------------------------
+# waveform access
+
+
+class _Waves:
+    """The clips of one batch, each read once per sample rate (generated: path or in-memory (wav, rate))."""
+
+    def __init__(self, generated: Mapping[str, Any], references: Mapping[str, Reference]):
+        self.generated = generated
+        self.references = references
+        self._cache: dict[tuple[str, str, int], Tensor] = {}
+
+    def clear(self) -> None:
+        """Forget the batch's waveforms (memory stays one batch, whatever the set's size)."""
+        self._cache.clear()
+
+    def gen(self, clip_id: str, rate: int) -> Tensor:
+        key = ("gen", clip_id, rate)
+        if key not in self._cache:
+            item = self.generated[clip_id]
+            if isinstance(item, (str, Path)):
+                from vssflow.core.media import read_audio
+
+                wav, _ = read_audio(item, rate, mono=True)
+            else:
+                wav, src_rate = item
+                wav = torch.as_tensor(wav, dtype=torch.float32)
+                if wav.dim() > 1:
+                    wav = wav.mean(0)
+                if src_rate != rate:
+                    from vssflow.core.media import resample
+
+                    wav = resample(wav, src_rate, rate)
+            self._cache[key] = wav
+        return self._cache[key]
+
+    def ref(self, clip_id: str, rate: int) -> Tensor | None:
+        ref = self.references.get(clip_id)
+        if ref is None or ref.audio is None:
+            return None
+        key = ("ref", clip_id, rate)
+        if key not in self._cache:
+            self._cache[key] = ref.read(rate)
+        return self._cache[key]
+
+
+def _pad(wavs: list[Tensor]) -> tuple[Tensor, Tensor]:
+    lengths = torch.tensor([w.shape[-1] for w in wavs])
+    out = torch.zeros(len(wavs), int(lengths.max()))
+    for i, w in enumerate(wavs):
+        out[i, : w.shape[-1]] = w
+    return out, lengths
+
+
+def _score_batch(metric: Any, part: list[str], waves: _Waves) -> dict[str, float]:
+    """One per-clip metric on one batch of clips: {id: value} (non-finite values left out)."""
+    rate = int(metric.sample_rate)
+    gens, refs, labels = [], [], []
+    for cid in part:
+        g = waves.gen(cid, rate)
+        r = waves.ref(cid, rate)
+        if r is not None:  # score the common span: a generated clip may be a few samples longer or shorter
+            n = min(g.shape[-1], r.shape[-1])
+            g, r = g[:n], r[:n]
+        gens.append(g)
+        refs.append(r)
+        ref = waves.references.get(cid)
+        labels.append(dict(ref.labels) if ref is not None else {})
+    keep = [i for i, r in enumerate(refs) if r is not None or not metric.needs_reference]
+    if not keep:
+        return {}
+    gen_b, lengths = _pad([gens[i] for i in keep])
+    ref_b = _pad([refs[i] for i in keep])[0] if all(refs[i] is not None for i in keep) else None
+    values = metric(gen_b, ref_b, labels=[labels[i] for i in keep], lengths=lengths)
+    return {part[i]: float(v) for i, v in zip(keep, values.reshape(-1).tolist(), strict=True) if math.isfinite(v)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# set-level features and their cache
+
+
+def _safe(text: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:80]
+    return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+def default_cache_dir() -> Path:
+    """Where reference-side set features are cached: $VSSFLOW_CACHE/eval-features or ~/.cache/vssflow/..."""
+    root = os.environ.get("VSSFLOW_CACHE") or Path.home() / ".cache" / "vssflow"
+    return Path(root) / "eval-features"
+
+
+class _FeatureCache:
+    """Reference-side features of one set metric: one safetensors file per clip under its feature_key().
+
+    A file records the reference it came from (resolved path, size, mtime, window); a changed reference
+    is featurised again. Files are written atomically, so a killed evaluation leaves no torn rows.
+    """
+
+    def __init__(self, metric: Any, root: Path | None):
+        self.key = metric.feature_key()
+        self.folder = (root or default_cache_dir()) / _safe(self.key)
+
+    @staticmethod
+    def stamp(ref: Reference) -> str:
+        stat = Path(ref.audio).stat()
+        return f"{Path(ref.audio).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{ref.start}|{ref.end}"
+
+    def _path(self, clip_id: str) -> Path:
+        return self.folder / f"{_safe(clip_id)}.safetensors"
+
+    def get(self, ref: Reference) -> Tensor | None:
+        from safetensors import safe_open
+
+        path = self._path(ref.clip_id)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), "pt") as fh:
+                if (fh.metadata() or {}).get("source") != self.stamp(ref):
+                    return None
+                return fh.get_tensor("features")
+        except Exception:  # a foreign or unreadable file is recomputed
+            return None
+
+    def put(self, ref: Reference, row: Tensor) -> None:
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(ref.clip_id)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        save_file({"features": row.contiguous()}, str(tmp),
+                  metadata={"source": self.stamp(ref), "clip_id": ref.clip_id, "feature_key": self.key})
+        tmp.replace(path)
+
+
+class _SetState:
+    """A set metric's feature rows, gathered batch by batch."""
+
+    def __init__(self, metric: Any, cache_dir: Path | None):
+        self.metric = metric
+        self.cache = _FeatureCache(metric, cache_dir) if metric.needs_reference else None
+        self.generated: list[Tensor] = []
+        self.reference: list[Tensor] = []
+
+    def add(self, part: list[str], waves: _Waves) -> None:
+        rate = int(self.metric.sample_rate)
+        self.generated.append(self.metric.features([waves.gen(cid, rate) for cid in part]).detach().float().cpu())
+        if self.cache is None:
+            return
+        rows: dict[str, Tensor] = {}
+        missing = []
+        for cid in part:
+            ref = waves.references.get(cid)
+            if ref is None or ref.audio is None:
+                continue
+            row = self.cache.get(ref)
+            if row is None:
+                missing.append(cid)
+            else:
+                rows[cid] = row
+        if missing:
+            feats = self.metric.features([waves.ref(cid, rate) for cid in missing]).detach().float().cpu()
+            for cid, row in zip(missing, feats, strict=True):
+                rows[cid] = row
+                self.cache.put(waves.references[cid], row)
+        self.reference += [rows[cid] for cid in part if cid in rows]
+
+    def result(self, name: str, n: int) -> MetricResult:
+        generated = torch.cat(self.generated)
+        reference = None
+        if self.cache is not None:
+            if not self.reference:
+                raise EvaluationError(f"{name}: no reference audio for any clip")
+            reference = torch.stack(self.reference)
+        value = float(self.metric.score(generated, reference))
+        ci = bootstrap_set_ci(self.metric.score, generated, reference)
+        return MetricResult(value, ci, n, bool(self.metric.higher_is_better), kind="set")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the evaluation
+
+
+def evaluate(
+    generated: str | Path | Mapping[str, Any],
+    references: str | Path | Mapping[str, Reference] | None,
+    metrics: Sequence[str] | Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+    ids: Sequence[str] | None = None,
+    batch_size: int = 16,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    title: str = "Evaluation",
+) -> EvaluationResult:
+    """Score generated clips against references; write OUT/metrics.json and OUT/metrics.md when `out` is given.
+
+    generated: a folder of `<id>.wav`, or {id: path} / {id: (wav tensor, sample_rate)}.
+    references: a folder of `<id>.wav`, a manifest (.jsonl), {id: Reference}, or None (reference-free metrics).
+    metrics: names, or {name: metric object} already built; None = every registered metric that can run.
+    ids: score only these clips (default: every generated clip).
+    Clips are read `batch_size` at a time and every metric scores that batch, so memory stays one batch.
+    """
+    from tqdm import tqdm
+
+    gen = generated_from_dir(generated) if isinstance(generated, (str, Path)) else dict(generated)
+    if references is None:
+        refs: dict[str, Reference] = {}
+    elif isinstance(references, (str, Path)):
+        path = Path(references)
+        if path.is_dir():
+            refs = references_from_dir(path)
+        elif path.suffix == ".jsonl" and path.is_file():
+            refs = references_from_manifest(path)
+        else:
+            raise EvaluationError(f"{path}: reference must be a folder of <id>.wav or a .jsonl manifest")
+    else:
+        refs = dict(references)
+    chosen = list(ids) if ids is not None else sorted(gen)
+    missing_gen = [cid for cid in chosen if cid not in gen]
+    if missing_gen:
+        raise EvaluationError(f"no generated audio for clip {missing_gen[0]!r} ({len(missing_gen)} missing)")
+    if refs:
+        unmatched = [cid for cid in chosen if cid not in refs]
+        if unmatched:
+            raise EvaluationError(
+                f"generated clip {unmatched[0]!r} has no reference ({len(unmatched)} of {len(chosen)} unmatched); "
+                "the generated files must be named <id>.wav with the reference's ids")
+    if not chosen:
+        raise EvaluationError("no clips to evaluate")
+    if batch_size < 1:
+        raise EvaluationError(f"batch size must be >= 1, got {batch_size}")
+    has_reference = bool(refs) and all(refs[cid].audio is not None for cid in chosen)
+    has_labels = bool(refs) and any(refs[cid].labels for cid in chosen)
+    if isinstance(metrics, Mapping):
+        built, skipped = dict(metrics), {}
+    else:
+        built, skipped = build_metrics(list(metrics) if metrics is not None else None, has_reference, has_labels)
+    for name, reason in skipped.items():
+        print(f"skipped metric {name}: {reason}", flush=True)
+    waves = _Waves(gen, refs)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    per_clip: dict[str, dict[str, float]] = {n: {} for n, m in built.items() if not _is_set_metric(m)}
+    sets = {n: _SetState(m, cache) for n, m in built.items() if _is_set_metric(m)}
+    with tqdm(total=len(chosen), disable=not progress, desc="evaluate", unit="clip", dynamic_ncols=True) as bar:
+        for start in range(0, len(chosen), batch_size):
+            part = chosen[start : start + batch_size]
+            for name, metric in built.items():
+                if name in sets:
+                    sets[name].add(part, waves)
+                else:
+                    per_clip[name].update(_score_batch(metric, part, waves))
+            waves.clear()
+            bar.update(len(part))
+    results: dict[str, MetricResult] = {}
+    for name, metric in built.items():
+        if name in sets:
+            results[name] = sets[name].result(name, len(chosen))
+            continue
+        scores = {cid: per_clip[name][cid] for cid in chosen if cid in per_clip[name]}
+        values = list(scores.values())
+        mean = sum(values) / len(values) if values else math.nan
+        results[name] = MetricResult(mean, bootstrap_mean_ci(values), len(values), bool(metric.higher_is_better),
+                                     scores)
+    result = EvaluationResult(results, skipped)
+    if out is not None:
+        write_metrics(out, result, title=title)
+    return result
+
+
+def write_metrics(out: str | Path, result: EvaluationResult, title: str = "Evaluation") -> tuple[Path, Path]:
+    """OUT/metrics.json and OUT/metrics.md (written atomically)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "metrics.json", out / "metrics.md"
+    tmp = out / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(result.to_dict(), indent=2))
+    tmp.replace(json_path)
+    lines = [f"# {title}", "", "| metric | mean | 95% CI | n | better |", "|---|---|---|---|---|"]
+    for name, r in result.metrics.items():
+        kind = " (set)" if r.kind == "set" else ""
+        lines.append(f"| {name}{kind} | {_fmt(r.mean)} | [{_fmt(r.ci95[0])}, {_fmt(r.ci95[1])}] | {r.n} | "
+                     f"{'higher' if r.higher_is_better else 'lower'} |")
+    if result.skipped:
+        lines += ["", "Skipped:", ""] + [f"- {name}: {why}" for name, why in result.skipped.items()]
+    lines += ["", "Per-clip metrics: mean over clips, 95% percentile bootstrap over clips "
+              f"({BOOTSTRAP_SAMPLES} resamples, seed {BOOTSTRAP_SEED}). Set metrics: 95% bootstrap over the "
+              f"feature rows of each side ({SET_BOOTSTRAP_SAMPLES} resamples).", ""]
+    tmp = out / ".metrics.md.tmp"
+    tmp.write_text("\n".join(lines))
+    tmp.replace(md_path)
+    return json_path, md_path
+
+
+def _fmt(x: float) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.4g}"
+
+
+def generate_and_evaluate(
+    checkpoint: str | Path,
+    manifest: str | Path,
+    out: str | Path,
+    metrics: Sequence[str] | None = None,
+    *,
+    ids: Sequence[str] | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Generate every clip of `manifest` (or `ids`) with a checkpoint into OUT/generated, then score it."""
+    from vssflow.core.media import write_audio
+    from vssflow.generation import load_pipeline, requests_from_manifest
+
+    requests = requests_from_manifest(manifest)
+    if ids is not None:
+        wanted = set(ids)
+        requests = [r for r in requests if r.clip_id in wanted]
+    pipe = load_pipeline(checkpoint, device=device)
+    wavs = pipe.generate(requests, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
+                         progress=progress)
+    gen_dir = Path(out) / "generated"
+    for request, wav in zip(requests, wavs, strict=True):
+        write_audio(gen_dir / f"{request.clip_id}.wav", wav, pipe.sample_rate)
+    return evaluate(gen_dir, manifest, metrics, out=out, ids=[r.clip_id for r in requests],
+                    batch_size=batch_size, cache_dir=cache_dir, progress=progress)
