@@ -221,6 +221,7 @@ class Metric(Conformable):
     label_keys: ClassVar[tuple[str, ...]] = ()
     needs_transcript: ClassVar[bool] = False
     needs_video: ClassVar[bool] = False
+    reference_replaces_labels: ClassVar[bool] = False  # without labels it scores against the reference audio
 
     def __call__(
         self,

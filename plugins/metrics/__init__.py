@@ -272,9 +272,17 @@ def available(name: str, params: dict[str, Any] | None = None) -> tuple[bool, st
     from vssflow.plugins.judges import REQUIRES as JUDGE_REQUIRES
     from vssflow.plugins.judges.deps import hint, missing
 
+    params = params or {}
     modules = REQUIRES.get(name, ())
     if name in _JUDGE_METRICS:
-        modules = JUDGE_REQUIRES.get((params or {}).get("judge", _DEFAULT_JUDGE[name]), ())
+        from .distribution import _LOCAL_WEIGHTS
+
+        judge = params.get("judge", _DEFAULT_JUDGE[name])
+        modules = JUDGE_REQUIRES.get(judge, ())
+        has_path = params.get("judge_path") or (params.get("judge_params") or {}).get("path")
+        if judge in _LOCAL_WEIGHTS and not has_path:
+            return False, (f"metric {name!r} skipped: its judge {judge!r} needs local weights, judge_path: "
+                           f"{_LOCAL_WEIGHTS[judge]}")
     absent = missing(modules)
     if absent:
         return False, f"metric {name!r} skipped: needs {', '.join(absent)} ({hint(tuple(absent))})"

@@ -115,6 +115,7 @@ class OnsetTiming(Metric):
     needs_reference = False
     needs_labels = True
     label_keys = ("events",)
+    reference_replaces_labels = True
 
     def __init__(self, sample_rate: int, tolerance_s: float, hop_length: int, threshold: float, min_gap_s: float,
                  onscreen_only: bool = True):

@@ -281,7 +281,7 @@ def _train_segment(grid: Grid, recipe: Any, run_dir: Path, until: int, progress:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved.write_text(recipe.to_yaml())
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={grid.nproc}",
-               "-m", "vssflow", "train", str(resolved), "--out", str(run_dir), "--resume", "--steps", str(until),
+               "-m", "vssflow", "train", str(resolved), "--out", str(run_dir), "--resume", "auto", "--steps", str(until),
                "--no-progress"]
         if grid.device:
             cmd += ["--device", grid.device]
@@ -291,7 +291,7 @@ def _train_segment(grid: Grid, recipe: Any, run_dir: Path, until: int, progress:
         return
     from vssflow.training import train
 
-    train(recipe, out_dir=run_dir, resume=True, device=grid.device, max_steps=until, progress=progress)
+    train(recipe, out_dir=run_dir, resume="auto", device=grid.device, max_steps=until, progress=progress)
 
 
 def _score(grid: Grid, evalset: EvalSet, groups: list[str], run_dir: Path, step: int, metrics: Any) -> list[dict]:
@@ -404,9 +404,9 @@ def run_ablation(grid_path: str | Path, out: str | Path, progress: bool = True, 
     if not report_only:
         _ensure_data(grid, out)
         evalset = eval_set(grid, out)
-        from vssflow.evaluation import build_metrics
+        from vssflow.evaluation import build_metrics, present_label_keys
 
-        has_labels = any(evalset.references[c].labels for ids in evalset.by_group.values() for c in ids)
+        has_labels = present_label_keys(evalset.references[c].labels for ids in evalset.by_group.values() for c in ids)
         metrics, skipped = build_metrics(grid.eval.metrics, True, has_labels)
         for name, why in skipped.items():
             print(f"skipped metric {name}: {why}", flush=True)

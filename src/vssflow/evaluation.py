@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,14 +128,25 @@ def bootstrap_mean_ci(values: Sequence[float], samples: int = BOOTSTRAP_SAMPLES,
 
 
 def bootstrap_set_ci(score: Callable[[Tensor, Tensor | None], float], generated: Tensor, reference: Tensor | None,
-                     samples: int = SET_BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of a set score, resampling the feature rows of each side."""
+                     samples: int = SET_BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED, paired: bool = False,
+                     ) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of a set score over clips.
+
+    paired (row i of both sides is the same clip): the same clips are drawn on both sides, so two identical
+    sets score exactly as they do unresampled (FD 0); otherwise each side's rows are resampled on their own.
+    """
+    paired = paired and reference is not None and reference.shape[0] == generated.shape[0]
     gen = torch.Generator().manual_seed(seed)
     values = []
     for _ in range(samples):
-        g = generated[torch.randint(0, generated.shape[0], (generated.shape[0],), generator=gen)]
-        r = None if reference is None else reference[torch.randint(0, reference.shape[0], (reference.shape[0],),
-                                                                    generator=gen)]
+        idx = torch.randint(0, generated.shape[0], (generated.shape[0],), generator=gen)
+        g = generated[idx]
+        if reference is None:
+            r = None
+        elif paired:
+            r = reference[idx]
+        else:
+            r = reference[torch.randint(0, reference.shape[0], (reference.shape[0],), generator=gen)]
         value = float(score(g, r))
         if math.isfinite(value):
             values.append(value)
@@ -191,63 +202,166 @@ def _is_set_metric(obj: Any) -> bool:
     return isinstance(obj, SetMetric)
 
 
-def _availability(name: str) -> str | None:
-    """None when the metric can be built here, else why not (a missing optional package)."""
+def _availability(name: str, params: Mapping[str, Any] | None = None) -> str | None:
+    """None when the metric can be built here, else why not (one line naming the missing package and extra).
+
+    Built-in metrics answer through `vssflow.plugins.metrics.available(name) -> (ok, why)`; a third-party
+    metric is probed by building it (a missing package then surfaces as the factory's error).
+    """
+    from vssflow.plugins.metrics import available
+
     try:
-        import vssflow.plugins.metrics as metric_plugins
-    except ImportError:  # pragma: no cover - the built-in plugin package always imports
-        return None
-    check = getattr(metric_plugins, "available", None)
-    if check is None:
-        return None
-    try:
-        result = check(name)
+        ok, why = available(name, dict(params or {}))
     except Exception as exc:  # an availability probe must not stop an evaluation
         return f"{type(exc).__name__}: {exc}"
-    if result is True or result is None:
+    return None if ok else why
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and its chain of causes."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def present_label_keys(labels: Iterable[Mapping[str, Any] | None]) -> set[str]:
+    """Every label key that some clip carries."""
+    return {key for row in labels if row for key, value in row.items() if value not in (None, "", [])}
+
+
+def _missing_labels(metric: Any, has_labels: bool | set[str], has_reference: bool) -> str | None:
+    """Why a metric that needs labels cannot run on these clips (its first `label_keys` entry is the one it
+    cannot do without: events, class, transcript, video), or None."""
+    if not getattr(metric, "needs_labels", False):
         return None
-    if isinstance(result, str):
-        return result
-    return "an optional package is missing (pip install 'vssflow[eval]')"
+    if has_reference and getattr(metric, "reference_replaces_labels", False):
+        return None
+    if isinstance(has_labels, bool):
+        return None if has_labels else "needs labels (pass --manifest with labels)"
+    keys = tuple(getattr(metric, "label_keys", ()))
+    if not keys:
+        return None if has_labels else "needs labels (pass --manifest with labels)"
+    alternatives = {keys[0], keys[0] + "es", keys[0] + "s"}  # class / classes, event / events
+    if alternatives & has_labels:
+        return None
+    return f"needs labels with {keys[0]!r} (a manifest whose rows give it)"
 
 
-def build_metrics(names: Sequence[str] | None, has_reference: bool, has_labels: bool,
+def parse_metric_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """`name` or `name[judge]` (FD over another judge, say) -> (registered metric name, params)."""
+    spec = spec.strip()
+    if spec.endswith("]") and "[" in spec:
+        base, judge = spec[:-1].split("[", 1)
+        if not base or not judge:
+            raise EvaluationError(f"--metrics {spec!r}: write NAME or NAME[JUDGE], e.g. fd[logmel-cnn]")
+        return base, {"judge": judge}
+    return spec, {}
+
+
+def build_metrics(names: Sequence[str] | None, has_reference: bool, has_labels: bool | set[str],
+                  params: Mapping[str, Mapping[str, Any]] | None = None,
                   ) -> tuple[dict[str, Any], dict[str, str]]:
     """Construct the metrics to run: `names`, or every registered metric whose inputs exist here.
 
-    Returns (name -> metric object, name -> reason skipped). Unknown names are an EvaluationError; a metric
-    whose optional package is missing, or that needs reference audio or labels the data lacks, is skipped.
+    A name may carry its judge (`fd[logmel-cnn]`); `params` maps a name (as written, or the registered
+    name) to more constructor params (`{"kl": {"judge_path": "judges/logmel-cnn"}}`). Returns (name ->
+    metric object, name -> reason skipped). Unknown names are an EvaluationError; a metric whose optional
+    package or local weights are missing, or that needs reference audio or labels the data lacks, is skipped.
     """
-    from vssflow.core.errors import ComponentNotFoundError
+    from vssflow.core.errors import ComponentNotFoundError, RecipeError
     from vssflow.registry import create, list_components
 
     explicit = names is not None
     if names is None:
         names = [spec.name for spec in list_components("metric")]
+    params = params or {}
     metrics: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for name in names:
-        reason = _availability(name)
+        base, kwargs = parse_metric_spec(name)
+        kwargs = {**kwargs, **params.get(base, {}), **(params.get(name, {}) if name != base else {})}
+        reason = _availability(base, kwargs)
         if reason is None:
             try:
-                metric = create("metric", name)
+                metric = create("metric", base, **kwargs)
             except ComponentNotFoundError as exc:
                 raise EvaluationError(f"--metrics: {exc}") from None
-            except ImportError as exc:
-                reason = f"needs the {exc.name or 'optional'} package (pip install 'vssflow[eval]')"
+            except RecipeError as exc:  # a required param (a local checkpoint path, say) has no default
+                if explicit:
+                    raise EvaluationError(f"--metrics {name}: {exc}") from None
+                reason = f"needs params the defaults lack ({exc})"
+            except Exception as exc:  # noqa: BLE001 - the registry wraps a factory's failure in one line
+                missing = next((e for e in _causes(exc) if isinstance(e, ImportError)), None)
+                if missing is None:
+                    raise
+                reason = f"needs the {missing.name or 'optional'} package (pip install 'vssflow[eval]')"
         if reason is not None:
             skipped[name] = reason
             continue
         if metric.needs_reference and not has_reference:
             skipped[name] = "needs reference audio (pass --reference DIR or a manifest with audio)"
-        elif getattr(metric, "needs_labels", False) and not (has_labels or has_reference):
-            skipped[name] = "needs labels (pass --manifest with labels)"
+        elif (why := _missing_labels(metric, has_labels, has_reference)) is not None:
+            skipped[name] = why
         else:
             metrics[name] = metric
     if explicit and not metrics:
         raise EvaluationError("none of the metrics asked for can run here: "
                               + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     return metrics, skipped
+
+
+def fit_judges(references: str | Path | Mapping[str, Reference], out_dir: str | Path, *, epochs: int = 30,
+               seed: int = 0) -> Path:
+    """Train the `logmel-cnn` classifier judge on reference audio and its class labels; returns its folder.
+
+    A manifest's `train` split is used when it has one (else every clip). Classes come from each clip's
+    labels `class` (a name or a list) or `classes` (the synthetic benchmark's key). An existing judge in
+    `out_dir` is reused, so reruns score with the same judge.
+    """
+    from vssflow.plugins.judges import fit_classifier_judge
+
+    out_dir = Path(out_dir)
+    if (out_dir / "judge.json").is_file() and (out_dir / "model.safetensors").is_file():
+        return out_dir
+    if isinstance(references, (str, Path)):
+        path = Path(references)
+        if not (path.suffix == ".jsonl" and path.is_file()):
+            raise EvaluationError(f"--fit-judges needs a manifest with class labels, got {path}")
+        refs = references_from_manifest(path, split="train") or references_from_manifest(path)
+    else:
+        refs = dict(references)
+    wavs, classes = [], []
+    for ref in refs.values():
+        truth = ref.labels.get("class", ref.labels.get("classes")) if ref.labels else None
+        if ref.audio is None or not truth:
+            continue
+        wavs.append(ref.read(16000))
+        classes.append(truth)
+    names = {c for truth in classes for c in ([truth] if isinstance(truth, str) else truth)}
+    if len(names) < 2:
+        raise EvaluationError("--fit-judges needs reference audio labelled with at least two classes "
+                              f"(labels 'class' or 'classes'); found {len(wavs)} labelled clips, classes {sorted(names)}")
+    fit_classifier_judge(wavs, classes, out_dir, epochs=epochs, seed=seed)
+    return out_dir
+
+
+FITTED_JUDGE_METRICS = ("class-accuracy", "kl", "is", "fd[logmel-cnn]")
+
+
+def list_metric_names() -> list[str]:
+    """Every registered metric's name."""
+    from vssflow.registry import list_components
+
+    return [spec.name for spec in list_components("metric")]
+
+
+def fitted_judge_params(judge_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Params that point the classifier-judge metrics at a fitted judge folder."""
+    path = str(judge_dir)
+    return {"class-accuracy": {"judge_path": path}, "kl": {"judge_path": path}, "is": {"judge_path": path},
+            "fd[logmel-cnn]": {"judge_path": path}}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -394,6 +508,7 @@ class _SetState:
         self.cache = _FeatureCache(metric, cache_dir) if metric.needs_reference else None
         self.generated: list[Tensor] = []
         self.reference: list[Tensor] = []
+        self.paired = True  # row i of both sides is one clip while every generated clip has its reference
 
     def add(self, part: list[str], waves: _Waves) -> None:
         rate = int(self.metric.sample_rate)
@@ -417,6 +532,7 @@ class _SetState:
                 rows[cid] = row
                 self.cache.put(waves.references[cid], row)
         self.reference += [rows[cid] for cid in part if cid in rows]
+        self.paired = self.paired and all(cid in rows for cid in part)
 
     def result(self, name: str, n: int) -> MetricResult:
         generated = torch.cat(self.generated)
@@ -426,7 +542,7 @@ class _SetState:
                 raise EvaluationError(f"{name}: no reference audio for any clip")
             reference = torch.stack(self.reference)
         value = float(self.metric.score(generated, reference))
-        ci = bootstrap_set_ci(self.metric.score, generated, reference)
+        ci = bootstrap_set_ci(self.metric.score, generated, reference, paired=self.paired)
         return MetricResult(value, ci, n, bool(self.metric.higher_is_better), kind="set")
 
 
@@ -444,6 +560,7 @@ def evaluate(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     title: str = "Evaluation",
+    metric_params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> EvaluationResult:
     """Score generated clips against references; write OUT/metrics.json and OUT/metrics.md when `out` is given.
 
@@ -483,11 +600,13 @@ def evaluate(
     if batch_size < 1:
         raise EvaluationError(f"batch size must be >= 1, got {batch_size}")
     has_reference = bool(refs) and all(refs[cid].audio is not None for cid in chosen)
-    has_labels = bool(refs) and any(refs[cid].labels for cid in chosen)
+    has_labels = present_label_keys(refs[cid].labels for cid in chosen) if refs else set()
+    explicit = metrics is not None
     if isinstance(metrics, Mapping):
         built, skipped = dict(metrics), {}
     else:
-        built, skipped = build_metrics(list(metrics) if metrics is not None else None, has_reference, has_labels)
+        built, skipped = build_metrics(list(metrics) if metrics is not None else None, has_reference, has_labels,
+                                       metric_params)
     for name, reason in skipped.items():
         print(f"skipped metric {name}: {reason}", flush=True)
     waves = _Waves(gen, refs)
@@ -497,11 +616,21 @@ def evaluate(
     with tqdm(total=len(chosen), disable=not progress, desc="evaluate", unit="clip", dynamic_ncols=True) as bar:
         for start in range(0, len(chosen), batch_size):
             part = chosen[start : start + batch_size]
-            for name, metric in built.items():
-                if name in sets:
-                    sets[name].add(part, waves)
-                else:
-                    per_clip[name].update(_score_batch(metric, part, waves))
+            for name, metric in list(built.items()):
+                try:
+                    if name in sets:
+                        sets[name].add(part, waves)
+                    else:
+                        per_clip[name].update(_score_batch(metric, part, waves))
+                except (VssflowError, ValueError, RuntimeError) as exc:
+                    why = f"failed on clips {part[0]}..{part[-1]}: {' '.join(str(exc).split())}"
+                    if explicit:  # asked for by name: the user must hear why it cannot score these clips
+                        raise EvaluationError(f"metric {name}: {why}") from None
+                    skipped[name] = why  # a default metric that does not apply here (speech metrics on sound)
+                    print(f"skipped metric {name}: {why}", flush=True)
+                    del built[name]
+                    sets.pop(name, None)
+                    per_clip.pop(name, None)
             waves.clear()
             bar.update(len(part))
     results: dict[str, MetricResult] = {}
@@ -562,6 +691,7 @@ def generate_and_evaluate(
     device: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    metric_params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> EvaluationResult:
     """Generate every clip of `manifest` (or `ids`) with a checkpoint into OUT/generated, then score it."""
     from vssflow.core.media import write_audio
@@ -578,4 +708,4 @@ def generate_and_evaluate(
     for request, wav in zip(requests, wavs, strict=True):
         write_audio(gen_dir / f"{request.clip_id}.wav", wav, pipe.sample_rate)
     return evaluate(gen_dir, manifest, metrics, out=out, ids=[r.clip_id for r in requests],
-                    batch_size=batch_size, cache_dir=cache_dir, progress=progress)
+                    batch_size=batch_size, cache_dir=cache_dir, progress=progress, metric_params=metric_params)

@@ -15,6 +15,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", metavar="DIR", help="folder of reference <id>.wav files (same ids)")
     p.add_argument("--manifest", metavar="M.jsonl", help="manifest of the reference clips (audio, video, transcript, labels)")
     p.add_argument("--metrics", help="comma-separated metric names (default: every registered metric that can run)")
+    p.add_argument("--metric-param", dest="metric_params", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                   help="a metric's constructor param, e.g. fd-panns.checkpoint=cnn14.pth (repeatable)")
+    p.add_argument("--fit-judges", action="store_true",
+                   help="train the logmel-cnn classifier judge on the manifest's reference audio and class labels "
+                        "(its train split when it has one), then score class-accuracy, kl, is and fd[logmel-cnn] with it")
+    p.add_argument("--judges-dir", metavar="DIR",
+                   help="where --fit-judges writes (or finds) the judge (default OUT/judges/logmel-cnn)")
     p.add_argument("--out", required=True, help="output folder for metrics.json and metrics.md")
     p.add_argument("--batch-size", type=int, default=16, help="clips per metric call (default 16)")
     p.add_argument("--cache-dir", help="reference feature cache for set metrics (default ~/.cache/vssflow/eval-features)")
@@ -26,6 +33,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def parse_metric_params(items: list[str]) -> dict[str, dict]:
+    """`METRIC.KEY=VALUE` strings (VALUE read as YAML) -> {metric: {key: value}}."""
+    import yaml
+
+    from vssflow.evaluation import EvaluationError
+
+    params: dict[str, dict] = {}
+    for item in items:
+        head, sep, value = item.partition("=")
+        metric, dot, key = head.rpartition(".")
+        if not sep or not dot or not metric or not key:
+            raise EvaluationError(f"--metric-param {item!r}: write METRIC.KEY=VALUE, e.g. fd.judge=logmel-cnn")
+        params.setdefault(metric, {})[key] = yaml.safe_load(value)
+    return params
+
+
 def run(args: argparse.Namespace) -> int:
     """Score, print the summary table, say where metrics.json is."""
     from pathlib import Path
@@ -35,6 +58,23 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise EvaluationError(f"--batch-size must be >= 1, got {args.batch_size}")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    params = parse_metric_params(args.metric_params)
+    if args.fit_judges:
+        from vssflow.evaluation import (
+            FITTED_JUDGE_METRICS,
+            fit_judges,
+            fitted_judge_params,
+            list_metric_names,
+        )
+
+        if not args.manifest:
+            raise EvaluationError("--fit-judges needs --manifest (reference audio with class labels)")
+        judge_dir = fit_judges(args.manifest, args.judges_dir or Path(args.out) / "judges" / "logmel-cnn")
+        print(f"classifier judge: {judge_dir}")
+        for name, extra in fitted_judge_params(judge_dir).items():
+            params.setdefault(name, {}).update(extra)
+        if metrics is None:
+            metrics = list_metric_names() + [m for m in FITTED_JUDGE_METRICS if "[" in m]
     if args.checkpoint:
         if not args.manifest:
             raise EvaluationError("--checkpoint needs --manifest (the clips to generate and their references)")
@@ -42,12 +82,14 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluationError("--checkpoint takes its references from --manifest; drop --reference")
         result = generate_and_evaluate(args.checkpoint, args.manifest, args.out, metrics, steps=args.steps,
                                        guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-                                       device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress)
+                                       device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
+                                       metric_params=params)
     else:
         if bool(args.reference) == bool(args.manifest):
             raise EvaluationError("give exactly one of --reference DIR or --manifest M.jsonl")
         result = evaluate(args.generated, args.reference or args.manifest, metrics, out=args.out,
-                          batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress)
+                          batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress,
+                          metric_params=params)
     for name, r in result.metrics.items():
         print(f"{name:<24} {r.mean:10.4f}  95% CI [{r.ci95[0]:.4f}, {r.ci95[1]:.4f}]  n={r.n}  "
               f"({'higher' if r.higher_is_better else 'lower'} is better)")
