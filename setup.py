@@ -5,6 +5,8 @@ vssflow/recipes/, which is where `vssflow.registry.recipe` looks for them in an 
 editable layout alike (next to the registry package).
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 ROOTS = {
@@ -19,7 +21,12 @@ for name, path in ROOTS.items():
     packages.append(name)
     packages += [f"{name}.{sub}" for sub in find_packages(path)]
 
-RECIPES = {"vssflow.recipes": "recipes", "vssflow.recipes.ablations": "recipes/ablations"}
+# every folder under recipes/ (ablations/, ablations/cpu/, ...) is a data package
+RECIPES = {
+    "vssflow." + ".".join(folder.parts): folder.as_posix()
+    for folder in sorted([Path("recipes"), *(p for p in Path("recipes").rglob("*") if p.is_dir())])
+    if any(folder.glob("*.yaml"))
+}
 packages += list(RECIPES)
 
 setup(

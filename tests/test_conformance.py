@@ -36,8 +36,10 @@ def _skip_without_optional_packages(kind: str, name: str) -> None:
     from vssflow.plugins.judges.deps import missing
     from vssflow.plugins.metrics import available
 
+    from vssflow.registry import get_spec
+
     if kind == "metric":
-        ok, why = available(name)
+        ok, why = available(name, dict(get_spec(kind, name).tiny or {}))
     else:
         absent = missing(REQUIRES.get(name, ()))
         ok, why = not absent, f"judge {name!r} needs {', '.join(absent)}"

@@ -68,6 +68,8 @@ ABLATION_TRAINABLE = {
     "phonemes-cross": 454_327_392,
     "public-quirks": 453_147_008,
     "swapped": 450_132_096,
+    "v2s-only": 453_147_008,  # the final model, one task's clips only: same size by construction
+    "visualtts-only": 453_147_008,
 }
 
 

@@ -126,4 +126,6 @@ def test_available_names_the_extra(monkeypatch):
     monkeypatch.setitem(REQUIRES, "aisfx", ("no_such_module_xyz",))
     ok, why = metrics.available("fd")
     assert not ok and "fd" in why
-    assert metrics.available("fd", {"judge": "logmel-cnn"}) == (True, "")
+    assert metrics.available("fd", {"judge": "logmel-cnn", "judge_path": "judges/x"}) == (True, "")
+    ok, why = metrics.available("fd", {"judge": "logmel-cnn"})  # a judge that needs local weights, none given
+    assert not ok and "judge_path" in why and "--fit-judges" in why
