@@ -35,7 +35,6 @@ def _skip_without_optional_packages(kind: str, name: str) -> None:
     from vssflow.plugins.judges import REQUIRES
     from vssflow.plugins.judges.deps import missing
     from vssflow.plugins.metrics import available
-
     from vssflow.registry import get_spec
 
     if kind == "metric":
