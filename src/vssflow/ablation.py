@@ -667,11 +667,12 @@ def _plots(grid: Grid, out: Path, cells: dict, finals: list[Cell], groups: list[
                 xs = [s for s, _ in pts]
                 ys = [c.mean for _, c in pts]
                 cis = [c.ci() for _, c in pts]
-                ax.plot(xs, ys, marker="o", markersize=3, label=v)
-                ax.fill_between(xs, [lo for lo, _ in cis], [hi for _, hi in cis], alpha=0.15)
+                color = f"C{order.index(v) % 10}"  # one colour per variant in every panel
+                ax.plot(xs, ys, marker="o", markersize=3, label=v, color=color)
+                ax.fill_between(xs, [lo for lo, _ in cis], [hi for _, hi in cis], alpha=0.15, color=color)
             ax.set_xlabel("training step")
             ax.set_title(f"{m} [{g}]", fontsize=9)
-        axes[0][-1].legend(fontsize=7)
+            ax.legend(fontsize=7)
         fig.tight_layout()
         path = folder / f"curve-{m}.png"
         fig.savefig(path, dpi=90)
