@@ -74,6 +74,8 @@ class EvalSpec(_Strict):
     splits: list[str] | None = Field(default_factory=lambda: ["test", "val"])  # None: every clip of the manifest
     manifest: str | None = None  # default: the synthetic benchmark's manifest.jsonl
     metrics: list[str] | None = None
+    metric_params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # {metric: {param: value}}
+    fit_judges: bool = False  # train the logmel-cnn classifier judge on the data's train split (OUT/judges)
     groups: list[str] | None = None
     steps: Annotated[int, Field(gt=0)] | None = None
     guidance: float | None = None
@@ -320,11 +322,20 @@ def _score(grid: Grid, evalset: EvalSet, groups: list[str], run_dir: Path, step:
             path = write_audio(folder / "generated" / f"{req.clip_id}.wav", wav, pipe.sample_rate)
             generated[req.clip_id] = path
         result = evaluate(generated, {cid: evalset.references[cid] for cid in ids}, metrics, out=folder, ids=ids,
-                          batch_size=spec.batch_size, progress=False, title=f"{run_dir.name} step {step} {group}")
-        for name, r in result.metrics.items():
-            rows.append({"step": step, "group": group, "metric": name, "mean": r.mean, "ci95": list(r.ci95),
-                         "n": r.n, "higher_is_better": r.higher_is_better, "per_clip": r.per_clip})
+                          batch_size=spec.batch_size, progress=False, title=f"{run_dir.name} step {step} {group}",
+                          skip_failing=True)  # a metric of one group only (WER: talking faces) skips the other
+        rows += [_curve_row(step, group, name, r) for name, r in result.metrics.items()]
     return rows
+
+
+SET_KEY = "(set)"  # a set-level metric (FD, KID, IS) has one value per run: pooled across seeds, not clips
+
+
+def _curve_row(step: int, group: str, name: str, r: Any) -> dict[str, Any]:
+    """One curve.jsonl row; a set-level metric's one value stands as the run's single 'clip'."""
+    per_clip = r.per_clip if r.per_clip else {SET_KEY: r.mean}
+    return {"step": step, "group": group, "metric": name, "mean": r.mean, "ci95": list(r.ci95), "n": r.n,
+            "higher_is_better": r.higher_is_better, "per_clip": per_clip}
 
 
 def _finished(run_dir: Path, steps: int) -> bool:
@@ -379,8 +390,11 @@ def run_one(grid: Grid, variant: str, seed: int, out: Path, evalset: EvalSet, me
 
 def run_ablation(grid_path: str | Path, out: str | Path, progress: bool = True, only: list[str] | None = None,
                  report_only: bool = False, overrides: dict[str, Any] | None = None,
-                 recipe_overrides: list[str] | tuple[str, ...] = ()) -> Path:
+                 recipe_overrides: list[str] | tuple[str, ...] = (), rescore: bool = False) -> Path:
     """Run (or resume) every variant x seed of a grid, then write the results; returns index.html.
+
+    rescore: train nothing; score the audio already generated at every evaluated step with the grid's
+    metrics that a run has not been scored with yet (a metric added to eval.metrics after the runs).
 
     overrides: launcher / nproc / device replacing the grid's (the command line's --launcher ...).
     recipe_overrides: `--set` overrides for every variant, applied after the grid's own `set`.
@@ -404,12 +418,11 @@ def run_ablation(grid_path: str | Path, out: str | Path, progress: bool = True, 
     if not report_only:
         _ensure_data(grid, out)
         evalset = eval_set(grid, out)
-        from vssflow.evaluation import build_metrics, present_label_keys
-
-        has_labels = present_label_keys(evalset.references[c].labels for ids in evalset.by_group.values() for c in ids)
-        metrics, skipped = build_metrics(grid.eval.metrics, True, has_labels)
-        for name, why in skipped.items():
-            print(f"skipped metric {name}: {why}", flush=True)
+        metrics = grid_metrics(grid, out, evalset)
+        if rescore:
+            rescore_runs(grid, out, names, evalset, metrics)
+            _append_timing(out, time.perf_counter() - started)
+            return write_results(grid, out)
         runs = [(v, s) for v in names for s in grid.seeds]
         if grid.order == "seeds":
             runs = [(v, s) for s in grid.seeds for v in names]
@@ -420,6 +433,51 @@ def run_ablation(grid_path: str | Path, out: str | Path, progress: bool = True, 
             run_one(grid, v, seed, out, evalset, metrics, progress)
     _append_timing(out, time.perf_counter() - started)
     return write_results(grid, out)
+
+
+def grid_metrics(grid: Grid, out: Path, evalset: EvalSet) -> dict[str, Any]:
+    """The grid's metrics, built once: eval.metric_params, and the fitted classifier judge when asked."""
+    from vssflow.evaluation import build_metrics, fit_judges, fitted_judge_params, present_label_keys
+
+    params = {name: dict(p) for name, p in grid.eval.metric_params.items()}
+    if grid.eval.fit_judges:
+        manifest = data_root(grid, out) / "manifest.jsonl" if grid.eval.manifest is None else Path(grid.eval.manifest)
+        judge = fit_judges(manifest, out / "judges" / "logmel-cnn")
+        for name, extra in fitted_judge_params(judge).items():
+            params.setdefault(name, {}).update(extra)
+    has_labels = present_label_keys(evalset.references[c].labels for ids in evalset.by_group.values() for c in ids)
+    metrics, skipped = build_metrics(grid.eval.metrics, True, has_labels, params)
+    for name, why in skipped.items():
+        print(f"skipped metric {name}: {why}", flush=True)
+    return metrics
+
+
+def rescore_runs(grid: Grid, out: Path, names: list[str], evalset: EvalSet, metrics: dict[str, Any]) -> None:
+    """Score saved audio (eval/step-N/GROUP/generated) with the metrics each run lacks; curve.jsonl gains
+    their rows, written to a temporary file and renamed (a kill leaves the old curve)."""
+    from vssflow.evaluation import evaluate
+
+    for variant in names:
+        for seed in grid.seeds:
+            run_dir = out / "runs" / variant / f"seed-{seed}"
+            rows = _read_curve(run_dir)
+            have = {(r["step"], r["group"], r["metric"]) for r in rows}
+            new_rows = []
+            for folder in sorted((run_dir / "eval").glob("step-*/*/generated")):
+                step, group = int(folder.parent.parent.name.removeprefix("step-")), folder.parent.name
+                todo = {n: m for n, m in metrics.items() if (step, group, n) not in have}
+                ids = [cid for cid in evalset.by_group.get(group, []) if (folder / f"{cid}.wav").is_file()]
+                if not todo or not ids:
+                    continue
+                result = evaluate(folder, {cid: evalset.references[cid] for cid in ids}, todo, ids=ids,
+                                  batch_size=grid.eval.batch_size, progress=False, skip_failing=True)
+                new_rows += [_curve_row(step, group, name, r) for name, r in result.metrics.items()]
+                _say(f"{variant} seed {seed} step {step} {group}: rescored " + ", ".join(
+                    f"{n} {result.metrics[n].mean:.3f}" for n in result.metrics))
+            if new_rows:
+                tmp = run_dir / "curve.jsonl.tmp"
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in rows + new_rows))
+                tmp.replace(run_dir / "curve.jsonl")
 
 
 def _append_timing(out: Path, seconds: float) -> None:

@@ -561,6 +561,7 @@ def evaluate(
     progress: bool = True,
     title: str = "Evaluation",
     metric_params: Mapping[str, Mapping[str, Any]] | None = None,
+    skip_failing: bool = False,
 ) -> EvaluationResult:
     """Score generated clips against references; write OUT/metrics.json and OUT/metrics.md when `out` is given.
 
@@ -568,6 +569,8 @@ def evaluate(
     references: a folder of `<id>.wav`, a manifest (.jsonl), {id: Reference}, or None (reference-free metrics).
     metrics: names, or {name: metric object} already built; None = every registered metric that can run.
     ids: score only these clips (default: every generated clip).
+    skip_failing: a metric that cannot score these clips (WER on clips without a transcript) is skipped with
+    one line even when named; by default only metrics chosen by default are skipped so, and named ones fail.
     Clips are read `batch_size` at a time and every metric scores that batch, so memory stays one batch.
     """
     from tqdm import tqdm
@@ -601,7 +604,7 @@ def evaluate(
         raise EvaluationError(f"batch size must be >= 1, got {batch_size}")
     has_reference = bool(refs) and all(refs[cid].audio is not None for cid in chosen)
     has_labels = present_label_keys(refs[cid].labels for cid in chosen) if refs else set()
-    explicit = metrics is not None
+    explicit = metrics is not None and not skip_failing
     if isinstance(metrics, Mapping):
         built, skipped = dict(metrics), {}
     else:

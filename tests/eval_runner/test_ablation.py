@@ -180,3 +180,29 @@ def test_raising_train_steps_continues_finished_runs(micro_ablation, tmp_path):
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert {r["step"] for r in rows if r["variant"] == "video-cross"} == {"6"}
     assert "video-concat seed 0" in (out / "results.md").read_text().split("Not finished")[1]  # still at 4 steps
+
+
+def test_rescore_adds_a_metric_to_finished_runs_from_their_saved_audio(micro_ablation, tmp_path):
+    out = tmp_path / "rescored"
+    shutil.copytree(micro_ablation, out)
+    grid = tmp_path / "grid.yaml"
+    text = MICRO_GRID.read_text().replace("metrics: [onset-f1, mel-distance]",
+                                          "metrics: [onset-f1, mel-distance, envelope-corr, 'fd[logmel-cnn]']")
+    grid.write_text(text.replace("base: ../main_job/", f"base: {HERE.parent / 'main_job'}/")
+                    .replace("batch_size: 4}", "batch_size: 4, fit_judges: true}"))
+    checkpoints = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("model.safetensors")}
+    before = (out / "runs" / "video-cross" / "seed-0" / "curve.jsonl").read_text()
+    done = vssflow("ablate", str(grid), "--out", str(out), "--rescore", "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("model.safetensors")} == checkpoints  # no training
+    curve = (out / "runs" / "video-cross" / "seed-0" / "curve.jsonl").read_text()
+    assert curve.startswith(before)  # earlier rows kept as they were
+    added = [json.loads(x) for x in curve[len(before):].splitlines()]
+    assert {(r["step"], r["metric"]) for r in added} == {(s, m) for s in (2, 4) for m in ("envelope-corr", "fd[logmel-cnn]")}
+    fd = next(r for r in added if r["metric"] == "fd[logmel-cnn]")
+    assert list(fd["per_clip"]) == ["(set)"]  # a set metric: one value per run
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["metric"] for r in rows} == {"onset-f1", "mel-distance", "envelope-corr", "fd[logmel-cnn]"}
+    assert (out / "judges" / "logmel-cnn" / "model.safetensors").is_file()
+    again = vssflow("ablate", str(grid), "--out", str(out), "--rescore", "--no-progress")
+    assert again.returncode == 0 and (out / "runs" / "video-cross" / "seed-0" / "curve.jsonl").read_text() == curve

@@ -15,6 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override for every variant, after the grid's own (e.g. train.steps=60)")
     p.add_argument("--report-only", action="store_true", help="only rewrite results.md, plots and index.html")
+    p.add_argument("--rescore", action="store_true",
+                   help="train nothing: score the saved audio of every evaluated step with the grid's metrics "
+                        "that a run lacks (metrics added to eval.metrics later), then rewrite the results")
     p.add_argument("--launcher", choices=["local", "torchrun"], help="run each training under torchrun")
     p.add_argument("--nproc", type=int, help="processes per run under torchrun (GPUs per node)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the grid's, else cuda when available)")
@@ -30,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {k: v for k, v in (("launcher", args.launcher), ("nproc", args.nproc), ("device", args.device))
                 if v is not None}
     page = run_ablation(args.grid, args.out, progress=not args.no_progress, only=only,
-                        report_only=args.report_only, overrides=settings, recipe_overrides=args.overrides)
+                        report_only=args.report_only, overrides=settings, recipe_overrides=args.overrides,
+                        rescore=args.rescore)
     print(f"results: {page.parent / 'results.md'}\nreport: {page}")
     return 0
