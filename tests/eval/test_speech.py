@@ -109,3 +109,14 @@ def test_wer_grammar_errors_are_one_line(tmp_path):
     bad.write_text("#JSGF V1.0;\ngrammar g;\npublic <s> = ( zzqxv | qqzzv ;\n")
     with pytest.raises(PluginError, match="cannot use the grammar"):
         create("metric", "wer", grammar=str(bad))
+
+
+def test_a_transcript_does_not_depend_on_the_clips_decoded_before_it(grid_words):
+    from vssflow.plugins.metrics.speech import _decoder, grid_jsgf
+
+    # pocketsphinx adapts its feature normalisation utterance by utterance: every clip gets a fresh decoder
+    assert _decoder(grid_jsgf()) is not _decoder(grid_jsgf())
+    wer = create("metric", "wer", grammar="grid")
+    clips = [utterance(w, spk) for spk in (0, 1) for w in grid_words]
+    alone = [wer.transcribe(c) for c in clips[::-1]][::-1]
+    assert [wer.transcribe(c) for c in clips] == alone
