@@ -92,6 +92,22 @@ def load_strict(module: nn.Module, state: dict[str, Tensor], what: str, ignore: 
     module.load_state_dict(state, strict=True)
 
 
+class DoubleConvBlock(nn.Module):
+    """Two [3x3 conv (no bias), batch norm, ReLU] then a 2-D pool (the PANNs / DCASE block; parameter names
+    conv1, conv2, bn1, bn2 as in the released checkpoints)."""
+
+    def __init__(self, cin: int, cout: int, pool: str = "avg"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn1, self.bn2 = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
+        self.pool = torch.nn.functional.max_pool2d if pool == "max" else torch.nn.functional.avg_pool2d
+
+    def forward(self, x: Tensor, pool: int) -> Tensor:  # noqa: D102
+        x = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        return self.pool(x, pool) if pool > 1 else x
+
+
 class LazyJudge(Judge):
     """A judge whose weights load on first use: building one (listing, validating params, a metric that may
     never run) reads no file. `state_dict`, `weights_hash`, `labels`, `embed` and `classify` load first."""

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from vssflow.core.errors import PluginError
 
-from .base import LazyJudge, freeze, load_strict
+from .base import DoubleConvBlock, LazyJudge, freeze, load_strict
 from .deps import require
 
 AISFX_RATE = 44100
@@ -33,27 +33,15 @@ AISFX_NORM = 9.457798957824707
 AISFX_BLOCK, AISFX_HOP = 100, 50
 
 
-class _AisfxBlock(nn.Module):
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn1, self.bn2 = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
-
-    def forward(self, x: Tensor, pool: int) -> Tensor:
-        x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
-        return F.max_pool2d(x, pool) if pool > 1 else x
-
-
 class AisfxNet(nn.Module):
     """(N, 100 frames, 96 mels) -> (N, 512)."""
 
     def __init__(self, width: int = 64):
         super().__init__()
-        self.conv_block1 = _AisfxBlock(1, width)
-        self.conv_block2 = _AisfxBlock(width, 2 * width)
-        self.conv_block3 = _AisfxBlock(2 * width, 4 * width)
-        self.conv_block4 = _AisfxBlock(4 * width, 8 * width)
+        self.conv_block1 = DoubleConvBlock(1, width, "max")
+        self.conv_block2 = DoubleConvBlock(width, 2 * width, "max")
+        self.conv_block3 = DoubleConvBlock(2 * width, 4 * width, "max")
+        self.conv_block4 = DoubleConvBlock(4 * width, 8 * width, "max")
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         x = x.unsqueeze(1)

@@ -19,21 +19,10 @@ from torch import Tensor, nn
 
 from vssflow.core.errors import PluginError
 
-from .base import LazyJudge, freeze, load_state, load_strict
+from .base import DoubleConvBlock, LazyJudge, freeze, load_state, load_strict
 
 FRONT_ENDS = {16000: (512, 160, 8000.0), 32000: (1024, 320, 14000.0)}  # n_fft, hop, fmax of the releases
 
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn1, self.bn2 = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
-
-    def forward(self, x: Tensor, pool: int) -> Tensor:
-        x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
-        return F.avg_pool2d(x, pool) if pool > 1 else x
 
 
 class Cnn14(nn.Module):
@@ -52,9 +41,9 @@ class Cnn14(nn.Module):
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         self.bn0 = nn.BatchNorm2d(n_mels)
         widths = [base_channels * 2**i for i in range(6)]
-        self.conv_block1 = _Block(1, widths[0])
+        self.conv_block1 = DoubleConvBlock(1, widths[0])
         for i in range(1, 6):
-            setattr(self, f"conv_block{i + 1}", _Block(widths[i - 1], widths[i]))
+            setattr(self, f"conv_block{i + 1}", DoubleConvBlock(widths[i - 1], widths[i]))
         self.fc1 = nn.Linear(widths[-1], widths[-1])
         self.fc_audioset = nn.Linear(widths[-1], classes)
 
