@@ -281,21 +281,45 @@ class FlowModel(nn.Module):
     # generation
 
     def guided_velocity(
-        self, conditions: Mapping[str, Any], batch_size: int, num_frames: int, sampler: Sampler | None = None
+        self,
+        conditions: Mapping[str, Any],
+        batch_size: int,
+        num_frames: int,
+        sampler: Sampler | None = None,
+        negative: Mapping[str, Any] | None = None,
     ) -> GuidedVelocity:
         """Encode conditions once, aggregate each guidance variant once, and return fn(t, x) that evaluates
-        every variant in ONE backbone call and combines them (the sampler's guidance settings)."""
+        every variant in ONE backbone call and combines them (the sampler's guidance settings).
+
+        negative: batch-format values for some conditions. Where a guidance variant leaves a condition out,
+        it takes that condition's negative value instead of its null embedding, so for one condition
+        v = v(neg) + w (v(pos) - v(neg)), and in the per-condition chain the negative stands for "without
+        this condition" (core/sampling.py). A sample whose negative is not `present` uses the null there.
+        """
         sampler = sampler or self.sampler
         device = next(self.backbone.parameters()).device
         encoded = self.encode_conditions(conditions, batch_size)  # once per sample
-        plan = sampler.guidance_plan(self.names)
-        variants = [
-            self.aggregate(
-                encoded, batch_size, num_frames,
-                {n: torch.full((batch_size,), n not in term.keep, device=device) for n in self.names}, device,
+        negative = dict(negative or {})
+        unknown = sorted(set(negative) - set(self.names))
+        if unknown:
+            raise ContractError(
+                f"negative values for {unknown}, which are not conditions of this model "
+                f"(it has: {', '.join(self.names) or 'none'})"
             )
-            for term in plan
-        ]
+        encoded_negative = self.encode_conditions(negative, batch_size)  # absent where no sample has one
+        plan = sampler.guidance_plan(self.names)
+        variants = []
+        for term in plan:
+            chosen, drop = dict(encoded), {}
+            for n in self.names:
+                if n in term.keep:
+                    drop[n] = torch.zeros(batch_size, dtype=torch.bool, device=device)
+                elif n in encoded_negative:  # the negative replaces the null branch of this condition
+                    chosen[n] = encoded_negative[n]
+                    drop[n] = torch.zeros(batch_size, dtype=torch.bool, device=device)
+                else:
+                    drop[n] = torch.ones(batch_size, dtype=torch.bool, device=device)
+            variants.append(self.aggregate(chosen, batch_size, num_frames, drop, device))
         conditioning = Conditioning.stack(variants)  # (K*B, ...), reused at every step
         return GuidedVelocity(lambda t, x: self.velocity(x, t, conditioning), [term.weight for term in plan])
 
@@ -314,11 +338,14 @@ class FlowModel(nn.Module):
         generator: torch.Generator | None = None,
         seeds: Sequence[int] | None = None,
         decode: bool = True,
+        negative: Mapping[str, Any] | None = None,
     ) -> Generation:
         """Sample latents for `duration` seconds (default: the recipe's window) and decode them to audio.
 
         conditions: batch-format {name: {"x", "mask", "present", **extras}} (a missing name is dropped).
         steps / guidance / condition_guidance override the sampler's params (validated by its params model).
+        negative: batch-format negative values of some conditions; guidance contrasts with them instead of
+        the null embedding (`guided_velocity`).
         Noise: `seeds` (one per sample) gives each sample its own, independent of the batch it is in;
         else `generator`, else `seed` seeds one generator for the whole batch.
         """
@@ -335,7 +362,7 @@ class FlowModel(nn.Module):
         if generator is None and seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
 
-        field = self.guided_velocity(conditions, b, frames, sampler)
+        field = self.guided_velocity(conditions, b, frames, sampler, negative)
         if seeds is not None:
             if len(seeds) != b:
                 raise ValueError(f"generate: {len(seeds)} seeds for a batch of {b}")

@@ -10,6 +10,11 @@ condition with scale w_i pushes along the difference its arrival makes:
 With every w_i = w this telescopes to standard CFG, v(none) + w * (v(all) - v(none)); with w = 1 it is
 the plain conditional velocity. Consecutive conditions with equal scales share one pass, so k distinct
 scale groups cost k + 1 network evaluations per step, batched together.
+
+Negative values: "without condition i" means its learned null embedding, unless a negative value is given
+for it; then every variant that leaves i out uses the negative instead (FlowModel.guided_velocity). For one
+condition v = v(neg) + w (v(pos) - v(neg)); in the chain, v(none) and each v(c_1..c_{i-1}) carry the
+negatives of the conditions they leave out, so each w_i still scales the step from c_i's negative to c_i.
 """
 
 from __future__ import annotations
