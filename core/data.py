@@ -6,7 +6,7 @@
 
 A condition is described by its encoder's InputContract; the contract's modality says which raw input the
 clip provides: video frames at the contract's fps and size, transcript ids (+ speech span, + phoneme times),
-a speaker reference waveform, audio, or precomputed features. A condition whose frozen encoder was cached
+caption byte ids (`caption_ids`), a speaker reference waveform, audio, or precomputed features. A condition whose frozen encoder was cached
 (`vssflow features extract`) is served as its encoded features with `"encoded": True`.
 
 Determinism: random crops draw from (seed, epoch, index); `(index, epoch)` keys let a batch sampler (the
@@ -34,7 +34,9 @@ from .sequence import SequenceSpec, pad_or_trim
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ("video", "transcript", "speaker", "audio", "features")
+MODALITIES = ("video", "transcript", "caption", "speaker", "audio", "features")
+CAPTION_PAD_ID = 0
+CAPTION_VOCAB = 257  # UTF-8 bytes shifted by one; 0 = padding
 CROPS = ("start", "random", "center")
 PAD_AUDIO = ("window", "longest")  # batch audio padded to the recipe window, or to the longest clip
 PER_FRAME_EXTRAS = ("times",)  # extras with one row per frame/token of x: padded like x
@@ -49,6 +51,15 @@ def _contract(name: str, value: Any) -> tuple[str, InputContract]:
     if modality not in MODALITIES:
         raise ValueError(f"condition {name!r}: modality {modality!r} has no raw input; use one of {MODALITIES}")
     return modality, contract
+
+
+def caption_ids(text: str, max_length: int | None = None) -> torch.Tensor:
+    """A caption's token ids (N,) long: its UTF-8 bytes + 1 (0 is padding), cut to `max_length` tokens
+    (on a character boundary, so no character is split)."""
+    data = text.strip().encode("utf-8")
+    if max_length is not None and len(data) > max_length:
+        data = data[:max_length].decode("utf-8", errors="ignore").encode("utf-8")
+    return torch.tensor([b + 1 for b in data], dtype=torch.long)
 
 
 def load_features(path: str | Path) -> torch.Tensor:
@@ -284,6 +295,10 @@ class ClipDataset(Dataset):
             return {"x": frames}  # (L, 3, H, W)
         if modality == "transcript":
             return self._transcript(record, t0, valid_s, labels)
+        if modality == "caption":
+            if not record.caption or not record.caption.strip():
+                return None
+            return {"x": caption_ids(record.caption, contract.extra.get("max_length"))}  # (N,)
         if modality in ("speaker", "audio"):
             rate = contract.sample_rate or (self.spec.sample_rate if self.spec else None)
             if modality == "speaker" and record.speaker is not None:
@@ -431,7 +446,7 @@ def collate(samples: Sequence[dict[str, Any]], conditions: Mapping[str, Any] | N
             shape = (3, h, w)
         elif modality == "features":
             shape = (contract.dim or 1,)
-        elif modality == "transcript":
+        elif modality in ("transcript", "caption"):
             dtype = torch.long
         b = len(samples)
         out[name] = {"x": torch.zeros((b, 1, *shape), dtype=dtype), "mask": torch.zeros((b, 1), dtype=torch.bool),

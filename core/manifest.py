@@ -8,7 +8,8 @@ A line:
 Only `id`, `task` and `video` are required. `audio` defaults to the video's own audio track; `speaker` (a
 reference wav for the speaker condition) defaults to the clip's audio; `start`/`end` (seconds in the file)
 default to the whole file; `speech` is the [start, end] of speech in file seconds; `labels` a JSON file;
-`features` maps a condition name to a precomputed .npy/.safetensors file; `meta` is free-form. Any problem
+`features` maps a condition name to a precomputed .npy/.safetensors file; `caption` is free text describing
+what is on screen and heard (for a caption condition); `meta` is free-form. Any problem
 is a ManifestError naming the file, the line and the field.
 """
 
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 TASKS = ("v2s", "visualtts")
 FIELDS = ("id", "task", "video", "audio", "transcript", "speaker", "start", "end", "speech", "labels", "split",
-          "duration", "features", "meta")
+          "duration", "features", "meta", "caption")
 PATH_FIELDS = ("video", "audio", "speaker", "labels")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".m4v")
 
@@ -57,6 +58,7 @@ class ClipRecord:
     features: dict[str, Path] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     where: str = ""  # "manifest.jsonl line 7", for error messages
+    caption: str | None = None  # what is on screen and heard, for a caption condition
 
     @property
     def audio_path(self) -> Path | None:
@@ -77,7 +79,7 @@ class ClipRecord:
             value = getattr(self, name)
             if value is not None:
                 out[name] = _relative(value, base)
-        for name in ("transcript", "start", "end", "split", "duration"):
+        for name in ("transcript", "caption", "start", "end", "split", "duration"):
             value = getattr(self, name)
             if value is not None and not (name == "start" and value == 0.0 and self.end is None):
                 out[name] = value
@@ -152,6 +154,9 @@ def parse_line(data: Any, base: Path, check_files: bool = True) -> ClipRecord:
         raise ValueError(f"field 'transcript': expected a string, got {type(transcript).__name__}")
     if task == "visualtts" and transcript is None:
         raise ValueError("field 'transcript': missing (required for task 'visualtts')")
+    caption = data.get("caption")
+    if caption is not None and not isinstance(caption, str):
+        raise ValueError(f"field 'caption': expected a string, got {type(caption).__name__}")
     start = _number(data.get("start", 0.0), "start")
     end = data.get("end")
     if end is not None:
@@ -187,7 +192,7 @@ def parse_line(data: Any, base: Path, check_files: bool = True) -> ClipRecord:
     if not isinstance(meta, dict):
         raise ValueError(f"field 'meta': expected an object, got {meta!r}")
     return ClipRecord(cid, task, paths["video"], paths["audio"], transcript, paths["speaker"], start, end, speech,
-                      paths["labels"], split, duration, features, meta)
+                      paths["labels"], split, duration, features, meta, caption=caption)
 
 
 @dataclass(frozen=True)

@@ -307,6 +307,8 @@ class FlowModel(nn.Module):
                 f"(it has: {', '.join(self.names) or 'none'})"
             )
         encoded_negative = self.encode_conditions(negative, batch_size)  # absent where no sample has one
+        for name, neg in encoded_negative.items():  # every variant of a condition: one token/frame count
+            encoded[name], encoded_negative[name] = _common_length(encoded.get(name), neg)
         plan = sampler.guidance_plan(self.names)
         variants = []
         for term in plan:
@@ -381,6 +383,35 @@ class FlowModel(nn.Module):
             if self.vocoder is not None:
                 out.wav = self.vocoder(out.mel)  # (B, S)
         return out
+
+
+def _pad_condition(enc: EncodedCondition, length: int) -> EncodedCondition:
+    """The condition padded (masked, zero features) to `length` frames or tokens."""
+    cond = enc.condition
+    feats = cond.features  # (B, L, D)
+    b, have = feats.shape[:2]
+    mask = cond.mask if cond.mask is not None else torch.ones(b, have, dtype=torch.bool, device=feats.device)
+    if have < length:
+        feats = torch.cat([feats, feats.new_zeros(b, length - have, *feats.shape[2:])], dim=1)
+        mask = torch.cat([mask, mask.new_zeros(b, length - have)], dim=1)
+    return EncodedCondition(Condition(feats, mask, cond.fps), enc.present)
+
+
+def _common_length(
+    positive: EncodedCondition | None, negative: EncodedCondition
+) -> tuple[EncodedCondition, EncodedCondition]:
+    """A condition's positive and negative values padded to one length, so the guidance variants stack
+    (a caption and its negative prompt have different token counts). A missing positive becomes an absent
+    one (present False everywhere) of that length, which its aggregator turns into the null embedding."""
+    if positive is None:
+        feats = negative.condition.features
+        positive = EncodedCondition(
+            Condition(torch.zeros_like(feats), torch.zeros(feats.shape[:2], dtype=torch.bool, device=feats.device),
+                      negative.condition.fps),
+            torch.zeros_like(negative.present),
+        )
+    length = max(positive.condition.features.shape[1], negative.condition.features.shape[1])
+    return _pad_condition(positive, length), _pad_condition(negative, length)
 
 
 def _batch_size(conditions: Mapping[str, Any]) -> int:

@@ -1,4 +1,4 @@
-"""Built-in encoders: raw video, transcript, speaker audio or precomputed features -> Condition.
+"""Built-in encoders: raw video, transcript, caption, speaker audio or precomputed features -> Condition.
 
 Params models live here (pydantic only) and each factory imports its implementation, so listing plugins
 never imports torch, timm or cv2. A component's params are exactly its constructor arguments.
@@ -121,6 +121,16 @@ class SpeakerParams(_Params):
     layer_norm: bool = False  # vector input only
 
 
+class ByteTextParams(_Params):
+    """Caption encoder on UTF-8 bytes: token + learned position embeddings, `layers` pre-norm transformer blocks."""
+
+    dim: Annotated[int, Field(gt=0)] = 64
+    layers: Annotated[int, Field(ge=0)] = 2
+    heads: Annotated[int, Field(gt=0)] = 4
+    mlp_ratio: Annotated[float, Field(gt=0)] = 2.0
+    max_length: Annotated[int, Field(gt=0)] = 128
+
+
 class PrecomputedParams(_Params):
     """Features extracted elsewhere: their dim (required) and fps (None: tokens without a frame rate)."""
 
@@ -173,6 +183,12 @@ def _speaker(input: str, dim: int, layer_norm: bool, **waveform):
     return SpeakerEncoder(dim=dim, **waveform)
 
 
+def _byte_text(**params):
+    from .caption import ByteTextEncoder
+
+    return ByteTextEncoder(**params)
+
+
 def _precomputed(**params):
     from .precomputed import PrecomputedEncoder
 
@@ -215,6 +231,11 @@ def register(register) -> None:
         "speaker", _speaker, params=SpeakerParams,
         description="One speaker token from a reference waveform (log-mel statistics net) or a precomputed vector.",
         tiny={"dim": 16, "channels": 16, "layers": 1},
+    )
+    register(
+        "byte-text", _byte_text, params=ByteTextParams,
+        description="Caption encoder on UTF-8 bytes (no vocabulary, no download): a few transformer layers, trainable.",
+        tiny={"dim": 16, "layers": 1, "heads": 2, "max_length": 32},
     )
     register(
         "precomputed", _precomputed, params=PrecomputedParams,

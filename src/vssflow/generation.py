@@ -1,10 +1,15 @@
-"""Generation from a checkpoint: video (+ transcript, speaker, speech span) in, wav and muxed mp4 out.
+"""Generation from a checkpoint: video (+ transcript, caption, speaker, speech span) in, wav and muxed mp4 out.
 
 Videos longer than the model's window are generated in overlapping windows and cross-faded; shorter ones
 are padded to the window and trimmed, so the audio lasts exactly as long as the video (to the sample).
 
     pipe = load_pipeline("runs/demo/checkpoints/last")
     wav = pipe.generate_clip("clip.mp4", transcript="bin blue at f two now")  # (S,) at pipe.sample_rate
+    wav = pipe.generate_clip("clip.mp4", caption="two drum circles on screen", negative_prompt="glass hits")
+
+Negative values: `negative={condition: value}` (a caption or transcript string, a video or speaker path)
+replaces that condition's null branch in classifier-free guidance (core/model.py `guided_velocity`);
+`negative_prompt` is the negative value of the caption condition.
 """
 
 from __future__ import annotations
@@ -30,9 +35,13 @@ from vssflow.core.windows import Window, crossfade, plan_windows
 log = logging.getLogger("vssflow.generate")
 
 
+NEGATIVE_FIELDS = {"caption": "caption", "transcript": "transcript", "video": "video", "speaker": "speaker"}
+
+
 @dataclass
 class ClipRequest:
-    """What to generate for: a video, optionally a transcript, a speaker reference and a speech span."""
+    """What to generate for: a video, optionally a transcript, a caption, a speaker reference and a speech
+    span, and negative values of conditions ({name: value}; `negative_prompt` is the caption's)."""
 
     video: Path
     transcript: str | None = None
@@ -40,11 +49,15 @@ class ClipRequest:
     speech_span: tuple[float, float] | None = None
     clip_id: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    caption: str | None = None
+    negative_prompt: str | None = None
+    negative: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.video = Path(self.video)
         self.speaker = Path(self.speaker) if self.speaker is not None else None
         self.clip_id = self.clip_id or self.video.stem
+        self.negative = dict(self.negative)
 
 
 def warn_unseen_guidance(recipe: Any, condition_guidance: dict[str, float]) -> list[str]:
@@ -190,6 +203,7 @@ class Pipeline:
             )
         if request.transcript == "":
             request.transcript = None
+        self._check_caption(request)
         if request.speaker is not None:
             if "speaker" not in mods:
                 raise ContractError(f"{self.source} has no speaker condition; drop --speaker")
@@ -204,6 +218,49 @@ class Pipeline:
                 )
         return info.duration_s, frame_s
 
+    def caption_condition(self) -> str | None:
+        """The name of the caption condition, or None when the model has none."""
+        return next((name for name, mod in self.modalities().items() if mod == "caption"), None)
+
+    def _check_caption(self, request: ClipRequest) -> None:
+        """Refuse a caption or negative the checkpoint cannot take; fold `negative_prompt` into `negative`."""
+        name = self.caption_condition()
+        if request.caption is not None and not request.caption.strip():
+            request.caption = None
+        if request.caption is not None and name is None:
+            raise ContractError(f"{self.source} has no caption condition; drop --caption or use a checkpoint "
+                                "trained with one (e.g. recipes/v2s-tiny-caption.yaml)")
+        if request.negative_prompt is not None:
+            if name is None:
+                raise ContractError(f"{self.source} has no caption condition for a negative prompt; drop "
+                                    "--negative-prompt or use a checkpoint trained with a caption condition")
+            request.negative[name] = request.negative_prompt
+            request.negative_prompt = None
+        mods = self.modalities()
+        for cond, value in request.negative.items():
+            if cond not in mods:
+                raise ContractError(f"{self.source} has no condition {cond!r} to take a negative value "
+                                    f"(it has: {', '.join(mods) or 'none'})")
+            if mods[cond] not in NEGATIVE_FIELDS:
+                raise ContractError(f"condition {cond!r} reads {mods[cond]} input, which cannot take a negative "
+                                    f"value here (negatives: {', '.join(NEGATIVE_FIELDS)} conditions)")
+            if mods[cond] in ("video", "speaker") and not Path(value).is_file():
+                raise MediaError(f"{value}: negative {mods[cond]} for condition {cond!r} not found")
+            if mods[cond] in ("caption", "transcript") and not isinstance(value, str):
+                raise ContractError(f"negative value of condition {cond!r} must be a string, got {value!r}")
+
+    def _negative_record(self, record: ClipRecord, request: ClipRequest) -> ClipRecord:
+        """The record whose conditions are the request's negative values (other fields as the record's)."""
+        import dataclasses
+
+        changes: dict[str, Any] = {}
+        for cond, value in request.negative.items():
+            key = NEGATIVE_FIELDS[self.modalities()[cond]]
+            changes[key] = Path(value) if key in ("video", "speaker") else value
+        if "transcript" in changes:
+            changes.setdefault("speech", record.speech)
+        return dataclasses.replace(record, **changes)
+
     def _record(self, request: ClipRequest, window: Window) -> ClipRecord:
         speech = None
         transcript = request.transcript
@@ -216,16 +273,20 @@ class Pipeline:
         return ClipRecord(
             id=request.clip_id, task="visualtts" if transcript else "v2s", video=request.video,
             transcript=transcript, speaker=request.speaker, start=window.start,
-            end=window.start + window.length, speech=speech,
+            end=window.start + window.length, speech=speech, caption=request.caption,
         )
 
-    def _conditions(self, records: Sequence[ClipRecord], requests: Sequence[ClipRequest]) -> dict[str, Any]:
+    def _conditions(self, records: Sequence[ClipRecord], requests: Sequence[ClipRequest],
+                    negative: bool = False) -> dict[str, Any]:
+        """Batch-format conditions of the records; negative=True: only each request's negative conditions."""
         from vssflow.core.data import ClipDataset
 
         wanted = {}
         for name, enc in self.model.encoders.items():
             mod = enc.contract.modality
-            if mod == "speaker" and all(r.speaker is None for r in requests):
+            if negative and all(name not in r.negative for r in requests):
+                continue
+            if not negative and mod == "speaker" and all(r.speaker is None for r in requests):
                 continue  # never read the target audio as a voice reference
             wanted[name] = enc.contract
         ds = ClipDataset(records, wanted, None, tokenizer=self.tokenizer, load_labels=False)
@@ -234,7 +295,11 @@ class Pipeline:
             sample = ds[i]
             for name in list(sample["conditions"]):
                 mod = self.model.encoders[name].contract.modality
-                if (mod == "speaker" and req.speaker is None) or (mod == "transcript" and rec.transcript is None):
+                if negative:
+                    drop = name not in req.negative
+                else:
+                    drop = (mod == "speaker" and req.speaker is None) or (mod == "transcript" and rec.transcript is None)
+                if drop:
                     del sample["conditions"][name]
             samples.append(sample)
         batch = ds.collate(samples)
@@ -292,11 +357,16 @@ class Pipeline:
         for start in tqdm(range(0, len(jobs), batch_size), disable=not progress, desc="generate", unit="batch"):
             part = jobs[start : start + batch_size]
             records = [self._record(requests[i], w) for i, _, w in part]
-            conds = self._conditions(records, [requests[i] for i, _, _ in part]) if conditioned else {}
+            reqs = [requests[i] for i, _, _ in part]
+            conds = self._conditions(records, reqs) if conditioned else {}
+            negative = None
+            if conditioned and any(r.negative for r in reqs):
+                negative = self._conditions([self._negative_record(rec, r) for rec, r in zip(records, reqs, strict=True)],
+                                            reqs, negative=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = self.model.generate(
                     conds, batch_size=len(part), steps=steps, guidance=guidance, sampler=sampler_obj,
-                    seeds=[clip_seed(seed, requests[i].clip_id, j) for i, j, _ in part],
+                    seeds=[clip_seed(seed, requests[i].clip_id, j) for i, j, _ in part], negative=negative,
                 )
             finished = []
             for (i, j, _), wav in zip(part, out.wav.float().cpu(), strict=True):
@@ -309,8 +379,9 @@ class Pipeline:
                 yield i, crossfade(pieces, plans[i], total, self.sample_rate)
 
     def generate_clip(self, video: str | Path, **kwargs: Any) -> torch.Tensor:
-        """Convenience: one video -> waveform (S,). kwargs: transcript, speaker, speech_span, steps, ..."""
-        req_keys = {"transcript", "speaker", "speech_span"}
+        """Convenience: one video -> waveform (S,). kwargs: transcript, caption, negative_prompt, negative
+        ({condition: value}), speaker, speech_span, steps, ..."""
+        req_keys = {"transcript", "speaker", "speech_span", "caption", "negative_prompt", "negative"}
         request = ClipRequest(Path(video), **{k: v for k, v in kwargs.items() if k in req_keys})
         return self.generate([request], **{k: v for k, v in kwargs.items() if k not in req_keys})[0]
 
@@ -400,7 +471,7 @@ def requests_from_manifest(path: str | Path) -> list[ClipRequest]:
             raise ContractError(f"{rec.where}: clip id {rec.id!r} repeats {seen[rec.id]}; ids name the outputs")
         seen[rec.id] = rec.where
         requests.append(ClipRequest(rec.video, rec.transcript, rec.speaker, rec.speech, rec.id,
-                                    meta={"where": rec.where}))
+                                    meta={"where": rec.where}, caption=rec.caption))
     return requests
 
 
@@ -415,12 +486,17 @@ def generate_cli(args: Any) -> Iterator[Path]:
         raise OutputError(f"{out}: --out names an existing file, not a folder; choose a folder")
     pipe = load_pipeline(args.checkpoint, device=args.device, ema=not args.no_ema)
     if args.manifest:
-        if args.transcript is not None or args.speaker or args.speech_span:
-            raise ContractError("--transcript/--speaker/--speech-span go with --video; a manifest has its own fields")
+        if args.transcript is not None or args.speaker or args.speech_span or getattr(args, "caption", None):
+            raise ContractError("--transcript/--caption/--speaker/--speech-span go with --video; a manifest has its "
+                                "own fields")
         requests = requests_from_manifest(args.manifest)
+        for request in requests:
+            request.negative_prompt = getattr(args, "negative_prompt", None)
     else:
         request = ClipRequest(Path(args.video), args.transcript,
-                              Path(args.speaker) if args.speaker else None, args.speech_span)
+                              Path(args.speaker) if args.speaker else None, args.speech_span,
+                              caption=getattr(args, "caption", None),
+                              negative_prompt=getattr(args, "negative_prompt", None))
         problem = file_name_problem(request.clip_id)
         if problem:
             raise ContractError(f"{args.video}: the video's name cannot name an output file ({problem}); rename it")

@@ -88,3 +88,24 @@ def test_a_negative_for_an_unknown_condition_is_one_line_naming_it():
     with pytest.raises(ContractError) as err:
         model.generate(_conditions(2), seed=0, negative={"caption": _conditions(2)["video"]})
     assert "'caption'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_negative_of_another_length_is_padded_without_changing_either_branch():
+    model = _model(sampler=create("sampler", "euler", steps=2, guidance=3.0)).eval()
+    b, conds = 2, _conditions(2)
+    short = {"x": torch.randn(b, 6, 6, generator=torch.Generator().manual_seed(4)),
+             "mask": torch.ones(b, 6, dtype=torch.bool), "present": torch.ones(b, dtype=torch.bool)}
+    x, t = torch.randn(b, 25, 4, generator=torch.Generator().manual_seed(5)), 0.6
+    with torch.no_grad():
+        enc, enc_neg = model.encode_conditions(conds, b), model.encode_conditions({"video": short}, b)
+        v_pos = _velocity(model, enc, b, x, t, set(model.names))
+        v_neg = _velocity(model, enc, b, x, t, set(), enc_neg)  # unpadded negative
+        got = model.guided_velocity(conds, b, 25, negative={"video": short})(t, x)
+        # no positive video at all: its branch is the null, the negative still used where it is left out
+        without = {k: v for k, v in conds.items() if k != "video"}
+        enc_without = model.encode_conditions(without, b)
+        v_pos0 = _velocity(model, enc_without, b, x, t, set(model.names))
+        v_neg0 = _velocity(model, enc_without, b, x, t, set(), enc_neg)
+        got0 = model.guided_velocity(without, b, 25, negative={"video": short})(t, x)
+    torch.testing.assert_close(got, v_neg + 3.0 * (v_pos - v_neg), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got0, v_neg0 + 3.0 * (v_pos0 - v_neg0), atol=1e-4, rtol=1e-4)

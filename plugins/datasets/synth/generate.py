@@ -27,7 +27,7 @@ import numpy as np
 from vssflow.core.errors import VssflowError
 
 from .mouth import mouth_track, render_face
-from .scenes import render_scene
+from .scenes import SHAPES, render_scene
 from .speech import Speaker, shift_labels, speak, speakers, utterance
 
 SYNTH_VERSION = 1
@@ -205,6 +205,39 @@ def make_clip(config: SynthConfig, index: int, root: str | os.PathLike) -> dict[
     return _record(config, index, labels)
 
 
+_NUMBERS = ("no", "one", "two", "three", "four", "five")
+
+
+def _count(n: int, noun: str) -> str:
+    word = _NUMBERS[n] if n < len(_NUMBERS) else str(n)
+    return f"{word} {noun}{'' if n == 1 else 's'}"
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def caption(labels: dict[str, Any]) -> str:
+    """What is on screen and what is heard, from a clip's labels: the classes and counts of the on-screen
+    objects (with their shapes), the off-screen sounds, and speech (for a talking face).
+
+    e.g. "two metal squares and one engine car on screen; off-screen drum and glass hits"
+    """
+    parts = []
+    if "transcript" in labels:
+        parts.append("a person speaking" + (" over a scene" if labels.get("objects") else ""))
+    objects = labels.get("objects") or []
+    if objects:
+        counts: dict[str, int] = {}
+        for obj in objects:
+            counts[obj["class"]] = counts.get(obj["class"], 0) + 1
+        seen = [_count(n, f"{cls} {SHAPES[cls]}") for cls, n in sorted(counts.items())]
+        parts.append(f"{_join(seen)} on screen")
+        off = sorted({ev["class"] for ev in labels.get("events", []) if not ev.get("onscreen", True)})
+        parts.append(f"off-screen {_join(off)} hits" if off else "no off-screen sounds")
+    return "; ".join(parts)
+
+
 def _record(config: SynthConfig, index: int, labels: dict[str, Any]) -> dict[str, Any]:
     cid = labels["id"]
     family = labels["family"]
@@ -215,6 +248,7 @@ def _record(config: SynthConfig, index: int, labels: dict[str, Any]) -> dict[str
         rec["transcript"] = labels["transcript"]
         rec["speaker"] = f"speakers/{labels['speaker']['id']}.wav"
         rec["speech"] = labels["speech"]
+    rec["caption"] = caption(labels)
     rec["meta"] = {"family": family}
     return rec
 
@@ -306,6 +340,7 @@ def generate(
                     f"{root} already holds a synthetic set made with {done.get('config')}; "
                     f"use another --out/root or delete it to make {wanted}"
                 )
+            _add_captions(root)
             return root / "manifest.jsonl"
         partial = root / "synth.partial.json"
         if partial.exists() and json.loads(partial.read_text()) != wanted:
@@ -324,6 +359,22 @@ def generate(
         _json_atomic(root / "synth.json", {"config": wanted, "families": counts, "splits": splits})
         partial.unlink()
     return root / "manifest.jsonl"
+
+
+def _add_captions(root: Path) -> None:
+    """Give the manifests of a set made before clips had captions their `caption` field (from the labels)."""
+    names = ["manifest.jsonl", *(f"{split}.jsonl" for split in SPLITS)]
+    for name in names:
+        path = root / name
+        if not path.is_file():
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if all("caption" in row for row in rows):
+            continue
+        for row in rows:
+            if "caption" not in row:
+                row["caption"] = caption(json.loads((root / row["labels"]).read_text()))
+        _json_atomic(path, rows, lines=True)
 
 
 def _run(config: SynthConfig, root: Path, workers: int, progress: bool | Callable[[int], None]) -> list[dict]:

@@ -23,6 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--video", help="a video file")
     src.add_argument("--manifest", help="a JSONL manifest of clips")
     p.add_argument("--transcript", help="the words spoken (VisualTTS)")
+    p.add_argument("--caption", help="what is on screen and heard (checkpoints with a caption condition)")
+    p.add_argument("--negative-prompt", metavar="TEXT",
+                   help="a caption to steer away from (e.g. \"music\"): guidance contrasts with it instead of "
+                        "with no caption")
     p.add_argument("--speaker", help="a reference recording of the voice")
     p.add_argument("--speech-span", type=_span, help="START:END seconds where the speech goes (mixtures)")
     p.add_argument("--out", required=True, help="output directory")
