@@ -124,3 +124,27 @@ def test_a_negative_video_through_the_python_api(micro_checkpoint, synth_root):
     assert plain.shape == negative.shape and (plain - negative).abs().max() > 1e-4
     with pytest.raises(ContractError, match="no condition 'caption'"):
         pipe.generate_clip(video, negative={"caption": "music"})
+
+
+@pytest.mark.parametrize("aggregator", ["cross-attn", "global", "sequence-concat"])
+def test_the_caption_routes_through_any_token_aggregator(aggregator):
+    from vssflow.core.data import caption_ids
+    from vssflow.registry.assemble import build
+
+    model = build(RECIPE, overrides=[f"conditions.caption.aggregator.name={aggregator}",
+                                     "conditions.caption.aggregator.params={}", "audio.duration_s=1.0",
+                                     "backbone.params.depth=1"]).model
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # off the zero init, so the output depends on the caption
+        for p in model.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    ids = torch.nn.utils.rnn.pad_sequence([caption_ids("two drum circles"), caption_ids("glass")], batch_first=True)
+    caption = {"x": ids, "mask": ids != 0, "present": torch.ones(2, dtype=torch.bool)}
+    loss = model.loss({"latent": torch.randn(2, 100, 64, generator=g), "conditions": {"caption": caption}})
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoders["caption"].embed.weight.grad.abs().sum() > 0
+    model.eval()
+    neg = {"caption": {"x": caption_ids("music")[None].repeat(2, 1), "present": torch.ones(2, dtype=torch.bool)}}
+    plain = model.generate({"caption": caption}, seed=0, steps=2, guidance=3.0, decode=False).latent
+    steered = model.generate({"caption": caption}, seed=0, steps=2, guidance=3.0, decode=False, negative=neg).latent
+    assert (plain - steered).abs().max() > 1e-4
