@@ -227,6 +227,8 @@ class Pipeline:
         name = self.caption_condition()
         if request.caption is not None and not request.caption.strip():
             request.caption = None
+        if request.caption is not None and name is None and request.meta.get("where"):
+            request.caption = None  # a manifest's caption, for models that take one; this one does not
         if request.caption is not None and name is None:
             raise ContractError(f"{self.source} has no caption condition; drop --caption or use a checkpoint "
                                 "trained with one (e.g. recipes/v2s-tiny-caption.yaml)")
@@ -503,9 +505,16 @@ def generate_cli(args: Any) -> Iterator[Path]:
         requests = [request]
     checkpoint = str(Path(args.checkpoint).resolve())
     done = {} if getattr(args, "overwrite", False) else finished_clips(out)
+    def prompts(request: ClipRequest) -> dict[str, str]:  # what a clip was generated with, beyond seed and checkpoint
+        given = {"caption": request.caption, "negative_prompt": request.negative_prompt}
+        return {k: v for k, v in given.items() if v is not None}
+
+    asked = {r.clip_id: prompts(r) for r in requests}
     todo = [r for r in requests
             if not (r.clip_id in done and done[r.clip_id].get("seed") == args.seed
-                    and done[r.clip_id].get("checkpoint") == checkpoint)]
+                    and done[r.clip_id].get("checkpoint") == checkpoint
+                    and {k: done[r.clip_id][k] for k in ("caption", "negative_prompt") if k in done[r.clip_id]}
+                    == asked[r.clip_id])]
     if len(todo) < len(requests):
         log.info("%d of %d clips already in %s; generating the other %d (--overwrite redoes them)",
                  len(requests) - len(todo), len(requests), out / OUTPUT_MANIFEST, len(todo))
@@ -521,7 +530,7 @@ def generate_cli(args: Any) -> Iterator[Path]:
         request = todo[i]
         paths = write_outputs(out, request, wav, pipe.sample_rate)
         record = {"id": request.clip_id, "files": [p.name for p in paths], "seconds": wav.shape[-1] / pipe.sample_rate,
-                  "seed": args.seed, "checkpoint": checkpoint}
+                  "seed": args.seed, "checkpoint": checkpoint, **asked[request.clip_id]}
         try:
             append_line(out / OUTPUT_MANIFEST, json.dumps(record))
         except OSError as exc:

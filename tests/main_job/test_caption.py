@@ -88,6 +88,15 @@ def test_caption_and_negative_prompt_from_the_cli(tmp_path, caption_checkpoint, 
     assert done.returncode == 0, done.stderr[-2000:]
     info = sf.info(str(out / "v2s-000000.wav"))
     assert info.samplerate == 16000 and abs(info.frames / 16000 - 1.0) <= 0.01
+    record = json.loads((out / "generated.jsonl").read_text().splitlines()[-1])
+    assert (record["caption"], record["negative_prompt"]) == ("two drum circles on screen", "glass hits")
+    # a rerun skips the clip only when it asks for the same caption and negative prompt
+    again = vssflow("generate", "--checkpoint", str(caption_checkpoint), "--video", str(video), "--out", str(out),
+                    "--steps", "2", "--caption", "two drum circles on screen", "--negative-prompt", "glass hits")
+    assert again.returncode == 0 and again.stdout.strip() == "", again.stderr[-2000:]
+    other = vssflow("generate", "--checkpoint", str(caption_checkpoint), "--video", str(video), "--out", str(out),
+                    "--steps", "2", "--caption", "two drum circles on screen", "--negative-prompt", "music")
+    assert other.returncode == 0 and "v2s-000000.wav" in other.stdout, other.stderr[-2000:]
 
 
 def test_caption_flags_on_a_checkpoint_without_a_caption_condition_fail_in_one_line(tmp_path, micro_checkpoint,
@@ -97,6 +106,12 @@ def test_caption_flags_on_a_checkpoint_without_a_caption_condition_fail_in_one_l
     base = ("generate", "--checkpoint", str(micro_checkpoint), "--video", str(video), "--out", str(out))
     _fails_cleanly(vssflow(*base, "--caption", "a drum"), out, "no caption condition")
     _fails_cleanly(vssflow(*base, "--negative-prompt", "music"), out, "no caption condition")
+    # a manifest's captions are for models that take them: this one generates without
+    line = json.loads((synth_root / "manifest.jsonl").read_text().splitlines()[0])
+    manifest = tmp_path / "one.jsonl"
+    manifest.write_text(json.dumps({**line, **{k: str(synth_root / line[k]) for k in ("video", "audio", "labels")}}))
+    done = vssflow("generate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--out", str(out))
+    assert done.returncode == 0 and (out / f"{line['id']}.wav").is_file(), done.stderr[-2000:]
 
 
 def test_negative_prompt_changes_guidance_and_an_empty_one_is_the_null(caption_checkpoint, synth_root):
