@@ -314,7 +314,8 @@ def _score(grid: Grid, evalset: EvalSet, groups: list[str], run_dir: Path, step:
         records = {r.id: r for r in read_manifest(evalset.manifest) if r.id in set(ids)}
         for cid in ids:
             r = records[cid]
-            requests.append(ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id))
+            caption = r.caption if pipe.caption_condition() is not None else None  # a row's caption, if it applies
+            requests.append(ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id, caption=caption))
         wavs = pipe.generate(requests, steps=spec.steps, guidance=spec.guidance, seed=spec.seed,
                              batch_size=spec.batch_size)
         generated = {}

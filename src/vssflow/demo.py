@@ -126,7 +126,9 @@ def run_demo(
         if len(by_family.setdefault(family, [])) < HELD_OUT_PER_FAMILY:
             by_family[family].append(rec)
     chosen = [rec for fam in sorted(by_family) for rec in by_family[fam]]
-    requests = [ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id) for r in chosen]
+    takes_caption = pipe.caption_condition() is not None
+    requests = [ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id, caption=r.caption if takes_caption else None)
+                for r in chosen]
     t = time.perf_counter()
     conditioned = pipe.generate(requests, seed=1234)
     gen_s = time.perf_counter() - t
