@@ -93,7 +93,7 @@ _LOCAL_WEIGHTS = {
 }
 
 
-class _JudgeUser:
+class JudgeUser:
     """Builds its judge on first use (so listing, validating and conformance stay cheap)."""
 
     judge_name: str
@@ -130,7 +130,7 @@ class _JudgeUser:
         return f"{j.name}:{j.version}:{j.sample_rate}:{j.weights_hash()}:{what}"
 
 
-class FrechetDistance(_JudgeUser, SetMetric):
+class FrechetDistance(JudgeUser, SetMetric):
     """FD between judge embeddings of the generated and reference sets (lower is better)."""
 
     higher_is_better: ClassVar[bool] = False
@@ -169,7 +169,7 @@ class KernelDistance(FrechetDistance):
         return kernel_inception_distance(generated, reference, self.subsets, self.subset_size, self.seed)
 
 
-class InceptionScore(_JudgeUser, SetMetric):
+class InceptionScore(JudgeUser, SetMetric):
     """IS of the generated set from a classifier judge's logits (higher is better; no reference)."""
 
     higher_is_better: ClassVar[bool] = True
@@ -192,7 +192,7 @@ class InceptionScore(_JudgeUser, SetMetric):
         return inception_score(generated, self.splits, self.seed)[0]
 
 
-class _PairedClassifier(_JudgeUser, Metric):
+class _PairedClassifier(JudgeUser, Metric):
     def __init__(self, judge: str = "logmel-cnn", judge_path: str | None = None, judge_params: dict | None = None):
         self._setup_judge(judge, judge_path, judge_params)
 

@@ -32,6 +32,7 @@ from vssflow.core.interfaces import Metric
 from vssflow.plugins.judges.deps import require
 
 from .audio_metrics import _valid
+from .distribution import JudgeUser
 
 SR = 16000
 
@@ -162,7 +163,7 @@ class WordErrorRate(Metric):
 # ---------------------------------------------------------------- speaker similarity
 
 
-class SpeakerSimilarity(Metric):
+class SpeakerSimilarity(JudgeUser, Metric):
     """Cosine similarity of speaker embeddings (a judge's `embed`; resemblyzer by default) of the clip and
     `labels["speaker_reference"]`.
 
@@ -178,23 +179,20 @@ class SpeakerSimilarity(Metric):
     def __init__(self, judge: str = "resemblyzer", judge_path: str | None = None, judge_params: dict | None = None):
         if judge == "resemblyzer":
             require("metric speaker-sim", ("resemblyzer", "webrtcvad", "librosa"))
-        self.sample_rate = SR
-        self.judge_name, self.judge_params = judge, dict(judge_params or {})
-        if judge_path is not None:
-            self.judge_params["path"] = judge_path
-        self._judge = None
+        self._setup_judge(judge, judge_path, judge_params)
+
+    @property
+    def sample_rate(self) -> int:
+        """16 kHz, whatever the judge: the speaker reference is read at this rate."""
+        return SR
 
     @property
     def judge(self):
-        """The embedding judge."""
-        if self._judge is None:
-            from vssflow.registry import create
-
-            self._judge = create("judge", self.judge_name, **self.judge_params)
-            if self._judge.sample_rate != SR:
-                raise PluginError(f"speaker-sim works at 16 kHz; judge {self.judge_name!r} wants "
-                                  f"{self._judge.sample_rate} Hz")
-        return self._judge
+        """The embedding judge (built on first use; it must work at 16 kHz)."""
+        judge = JudgeUser.judge.fget(self)
+        if judge.sample_rate != SR:
+            raise PluginError(f"speaker-sim works at 16 kHz; judge {self.judge_name!r} wants {judge.sample_rate} Hz")
+        return judge
 
     def __call__(self, generated, reference=None, labels=None, lengths=None) -> Tensor:  # noqa: D102
         out = []
