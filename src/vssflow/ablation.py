@@ -298,24 +298,24 @@ def _train_segment(grid: Grid, recipe: Any, run_dir: Path, until: int, progress:
 
 def _score(grid: Grid, evalset: EvalSet, groups: list[str], run_dir: Path, step: int, metrics: Any) -> list[dict]:
     """Generate the held-out clips with the run's last checkpoint and score them, group by group."""
+    from vssflow.core.manifest import read_manifest
     from vssflow.core.media import write_audio
     from vssflow.evaluation import evaluate
     from vssflow.generation import ClipRequest, load_pipeline
 
     spec = grid.eval
     pipe = load_pipeline(run_dir / "checkpoints" / "last", device=grid.device)
+    takes_caption = pipe.caption_condition() is not None  # a row's caption applies only to caption models
+    records = {r.id: r for r in read_manifest(evalset.manifest)}
     rows = []
     for group in groups:
         ids = evalset.by_group[group]
         folder = run_dir / "eval" / f"step-{step:07d}" / group
         requests = []
-        from vssflow.core.manifest import read_manifest
-
-        records = {r.id: r for r in read_manifest(evalset.manifest) if r.id in set(ids)}
         for cid in ids:
             r = records[cid]
-            caption = r.caption if pipe.caption_condition() is not None else None  # a row's caption, if it applies
-            requests.append(ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id, caption=caption))
+            requests.append(ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id,
+                                        caption=r.caption if takes_caption else None))
         wavs = pipe.generate(requests, steps=spec.steps, guidance=spec.guidance, seed=spec.seed,
                              batch_size=spec.batch_size)
         generated = {}

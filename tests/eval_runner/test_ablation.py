@@ -191,10 +191,12 @@ def test_rescore_adds_a_metric_to_finished_runs_from_their_saved_audio(micro_abl
     grid.write_text(text.replace("base: ../main_job/", f"base: {HERE.parent / 'main_job'}/")
                     .replace("batch_size: 4}", "batch_size: 4, fit_judges: true}"))
     checkpoints = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("model.safetensors")}
+    audio = {p: p.read_bytes() for p in (out / "runs").rglob("generated/*.wav")}
     before = (out / "runs" / "video-cross" / "seed-0" / "curve.jsonl").read_text()
     done = vssflow("ablate", str(grid), "--out", str(out), "--rescore", "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("model.safetensors")} == checkpoints  # no training
+    assert audio and {p: p.read_bytes() for p in (out / "runs").rglob("generated/*.wav")} == audio  # nor generation
     curve = (out / "runs" / "video-cross" / "seed-0" / "curve.jsonl").read_text()
     assert curve.startswith(before)  # earlier rows kept as they were
     added = [json.loads(x) for x in curve[len(before):].splitlines()]
