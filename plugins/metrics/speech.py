@@ -86,14 +86,35 @@ def normalise_text(text: str) -> str:
 
 def _decoder(grammar: str | None):
     """A fresh decoder: pocketsphinx carries feature normalisation across utterances, so a shared one would
-    make a clip's transcript depend on the clips decoded before it (measured: 1 of 24 sentences changed)."""
+    make a clip's transcript depend on the clips decoded before it (measured: 1 of 24 sentences changed).
+
+    Under a closed grammar the filler (silence, breath, noise) words are off: with them the search often ends
+    inside a filler loop short of the grammar's final state and returns a truncated sentence or none (measured
+    on 24 espeak GRID sentences: WER 0.23 with fillers, 0.14 without). Without fillers there is no silence to
+    absorb, so `speech_region` trims the clip to its speech first."""
     from pocketsphinx import Decoder
 
-    decoder = Decoder(samprate=SR, loglevel="FATAL")
-    if grammar is not None:
-        decoder.add_jsgf_string("closed", grammar)
-        decoder.activate_search("closed")
+    if grammar is None:
+        return Decoder(samprate=SR, loglevel="FATAL")
+    decoder = Decoder(samprate=SR, loglevel="FATAL", fsgusefiller=False)
+    decoder.add_jsgf_string("closed", grammar)
+    decoder.activate_search("closed")
     return decoder
+
+
+def speech_region(wav: Tensor, floor_db: float = -35.0, margin: float = 0.02, frame: float = 0.01) -> Tensor:
+    """`wav` cut to the span from the first to the last 10 ms frame whose energy is within `floor_db` of the
+    loudest frame, plus `margin` seconds each side. Silence, or a clip shorter than a frame, is returned as is."""
+    n = int(frame * SR)
+    frames = wav.numel() // n
+    if frames == 0:
+        return wav
+    energy = 10 * torch.log10(wav[: frames * n].reshape(frames, n).double().pow(2).mean(1) + 1e-12)
+    if float(energy.max()) <= -100:
+        return wav
+    loud = torch.nonzero(energy > energy.max() + floor_db).flatten()
+    pad = int(margin * SR)
+    return wav[max(0, int(loud[0]) * n - pad): min(wav.numel(), (int(loud[-1]) + 1) * n + pad)]
 
 
 class WordErrorRate(Metric):
@@ -102,7 +123,13 @@ class WordErrorRate(Metric):
     `grammar`: None (en-us language model, open vocabulary), "grid" (the GRID sentence grammar the
     synthetic benchmark speaks), or a path to a JSGF file; `vocabulary`: a word list for a word-loop grammar.
     A closed grammar makes the ASR far more reliable on small vocabularies; numbers are then not comparable
-    with open-vocabulary (Whisper) WER.
+    with open-vocabulary (Whisper) WER. Under a closed grammar the clip is first cut to its speech region
+    (`speech_region`, energy within `trim_db` dB of the loudest 10 ms frame) and decoded without filler words.
+
+    Measured on 24 GRID sentences read by the synthetic benchmark's 12 espeak speakers at their own rates
+    (150-193 words per minute): WER 0.14 under the grid grammar; every error is a substitution, 12 of the 20
+    in the letter slot (v/b, j/k, g/p, n/m: letter names differ by one consonant). At 130 words per minute
+    it is 0.08. Noise scores 1.0.
     """
 
     higher_is_better: ClassVar[bool] = False
@@ -111,9 +138,10 @@ class WordErrorRate(Metric):
     needs_transcript: ClassVar[bool] = True
     label_keys: ClassVar[tuple[str, ...]] = ("transcript",)
 
-    def __init__(self, grammar: str | None = None, vocabulary: list[str] | None = None):
+    def __init__(self, grammar: str | None = None, vocabulary: list[str] | None = None, trim_db: float = -35.0):
         require("metric wer", ("pocketsphinx", "jiwer"))
         self.sample_rate = SR
+        self.trim_db = trim_db
         if vocabulary:
             self.grammar = vocabulary_jsgf(vocabulary)
         elif grammar == "grid":
@@ -134,6 +162,8 @@ class WordErrorRate(Metric):
     def transcribe(self, wav: Tensor) -> str:
         """The ASR hypothesis for one 16 kHz clip."""
         decoder = _decoder(self.grammar)
+        if self.grammar is not None:
+            wav = speech_region(wav, self.trim_db)
         pcm = (wav.clamp(-1, 1) * 32767).to(torch.int16).numpy().tobytes()
         decoder.start_utt()
         decoder.process_raw(pcm, full_utt=True)

@@ -31,10 +31,26 @@ def test_wer_of_espeak_speech_under_the_grid_grammar_is_near_zero_and_below_nois
     labels = [{"transcript": t} for t in texts + texts[:1]]
     lengths = torch.tensor([w.numel() for w in speech] + [speech[0].numel()])
     scores = wer(batch, labels=labels, lengths=lengths)
-    # spoken letters are the only confusions (a/f, d/t/g): at most 2 of 6 words per sentence
-    assert scores[:4].mean() <= 0.25 and scores[:4].max() <= 2 / 6 + 1e-6
+    # the letter slot is the one confusion left (names that differ by one consonant): at most 1 word in 6
+    assert scores[:4].max() <= 1 / 6 + 1e-6
     assert scores[4] == 1.0  # noise: nothing recognised
     assert torch.equal(scores, wer(batch, labels=labels, lengths=lengths))
+
+
+def test_wer_closed_grammar_ignores_silence_around_the_speech(grid_words):
+    """Decoded without filler words, the clip is trimmed to its speech first: half a second of silence (or faint
+    noise) on each side must not change the transcript."""
+    from vssflow.plugins.metrics.speech import speech_region
+
+    wer = create("metric", "wer", grammar="grid")
+    speech = utterance(grid_words[1], 0)
+    pad = torch.zeros(SR // 2)
+    padded = torch.cat([pad, speech, pad])
+    noisy = torch.cat([_noise(SR // 2, 1, 0.002), speech, _noise(SR // 2, 2, 0.002)])
+    assert wer.transcribe(padded) == wer.transcribe(speech) == wer.transcribe(noisy)
+    region = speech_region(padded)
+    assert abs(region.numel() - speech.numel()) <= 0.05 * SR  # the speech, give or take the 20 ms margins
+    assert torch.equal(speech_region(torch.zeros(SR)), torch.zeros(SR))
 
 
 def test_wer_open_vocabulary_and_word_list_grammar_run(grid_words):
