@@ -7,7 +7,7 @@ import sys
 
 from tests.conftest import run_cli
 
-HEAVY = ("torch", "timm", "diffusers", "av", "cv2", "triton", "torchaudio")
+HEAVY = ("torch", "timm", "diffusers", "av", "cv2", "triton", "torchaudio", "gradio")
 
 
 def _modules_after(code: str) -> list[str]:
