@@ -364,12 +364,12 @@ def build_ui(app: App) -> Any:
     samplers = sampler_names()
     many = len(app.checkpoints) > 1
 
-    def sampling(settings: Settings, suffix: str = "") -> tuple[Any, Any, Any]:
-        sampler = gr.Dropdown(samplers, value=settings.sampler, label=f"sampler{suffix}")
+    def sampling(settings: Settings, suffix: str = "", prefix: str = "") -> tuple[Any, Any, Any]:
+        sampler = gr.Dropdown(samplers, value=settings.sampler, label=f"sampler{suffix}", elem_id=f"{prefix}sampler")
         steps = gr.Slider(1, max(100, settings.steps or 0), value=settings.steps, step=1, label=f"steps{suffix}",
-                          visible=settings.steps is not None)
+                          visible=settings.steps is not None, elem_id=f"{prefix}steps")
         guidance = gr.Slider(0.0, max(10.0, settings.guidance or 0.0), value=settings.guidance, step=0.1,
-                             label=f"guidance{suffix}")
+                             label=f"guidance{suffix}", elem_id=f"{prefix}guidance")
         sampler.change(lambda name: gr.update(visible=takes_steps(name)), sampler, steps, api_name=False)
         return sampler, steps, guidance
 
@@ -437,7 +437,8 @@ def build_ui(app: App) -> Any:
         return [*field_updates(shown), gr.update(value=chosen.sampler),
                 gr.update(value=chosen.steps, visible=chosen.steps is not None), gr.update(value=chosen.guidance)]
 
-    with gr.Blocks(title="vssflow", analytics_enabled=False) as ui:
+    # uploads and served copies live in Gradio's cache (GRADIO_TEMP_DIR): emptied after a day and at restart
+    with gr.Blocks(title="vssflow", analytics_enabled=False, delete_cache=(3600, 86400)) as ui:
         gr.Markdown("## vssflow: sound and speech for a silent video\n"
                     f"Serving {', '.join(f'`{c}`' for c in app.checkpoints)}; outputs are saved in `{app.out}`.")
         with gr.Tab("Generate"):
@@ -448,7 +449,7 @@ def build_ui(app: App) -> Any:
                     fields_in = inputs_for(fields)
                     with gr.Accordion("sampling", open=True):
                         sampler, steps, guidance = sampling(defaults)
-                        seed = gr.Number(0, label="seed", precision=0)
+                        seed = gr.Number(0, label="seed", precision=0, elem_id="seed")
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column():
                     status = gr.Textbox(label="status", interactive=False, elem_id="status")
@@ -477,11 +478,11 @@ def build_ui(app: App) -> Any:
                     seed_c = gr.Number(0, label="seed (both)", precision=0)
                 with gr.Column():
                     ckpt_a = gr.Dropdown(app.checkpoints, value=first, label="checkpoint A", visible=many)
-                    sampler_a, steps_a, guidance_a = sampling(defaults, " A")
+                    sampler_a, steps_a, guidance_a = sampling(defaults, " A", "a-")
                 with gr.Column():
                     second = app.checkpoints[1 if many else 0]
                     ckpt_b = gr.Dropdown(app.checkpoints, value=second, label="checkpoint B", visible=many)
-                    sampler_b, steps_b, guidance_b = sampling(app.defaults(second), " B")
+                    sampler_b, steps_b, guidance_b = sampling(app.defaults(second), " B", "b-")
             go_c = gr.Button("Compare", variant="primary", elem_id="compare")
             status_c = gr.Textbox(label="status", interactive=False, lines=2, elem_id="compare-status")
             with gr.Row():
@@ -514,7 +515,7 @@ def build_ui(app: App) -> Any:
                     ckpt_m = gr.Dropdown(app.checkpoints, value=first, label="checkpoint", visible=many)
                     manifest = gr.File(label="manifest (.jsonl)", file_types=[".jsonl", ".json"], elem_id="manifest")
                     media = gr.File(label="the files it names", file_count="multiple", elem_id="media")
-                    sampler_m, steps_m, guidance_m = sampling(defaults)
+                    sampler_m, steps_m, guidance_m = sampling(defaults, prefix="batch-")
                     seed_m = gr.Number(0, label="seed", precision=0)
                     go_m = gr.Button("Run batch", variant="primary", elem_id="batch")
                 with gr.Column():

@@ -7,6 +7,8 @@ $VSSFLOW_TEST_ARTIFACTS).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import queue
 import subprocess
@@ -20,7 +22,6 @@ import pytest
 import soundfile as sf
 
 from tests.browser import BROWSER, SKIP_REASON, artifact_dir
-from tests.main_job.conftest import vssflow
 from tests.main_job.test_generate import moving_square
 from vssflow.core.media import probe
 
@@ -136,12 +137,19 @@ def test_generate_through_the_client_gives_wav_and_mp4_as_long_as_the_video(clie
 @pytest.fixture(scope="module")
 def cli_error(tmp_path_factory, micro_checkpoint, bad_clip) -> str:
     """The line `vssflow generate` prints for the bad file, named as a user names it."""
+    from vssflow.cli.main import main
+
     where = tmp_path_factory.mktemp("cli")
     (where / bad_clip.name).write_bytes(bad_clip.read_bytes())
-    done = vssflow("generate", "--checkpoint", str(micro_checkpoint), "--video", bad_clip.name, "--out", "out",
-                   cwd=where)
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    return done.stderr.strip()
+    printed, here = io.StringIO(), os.getcwd()
+    os.chdir(where)
+    try:
+        with contextlib.redirect_stderr(printed):
+            code = main(["generate", "--checkpoint", str(micro_checkpoint), "--video", bad_clip.name, "--out", "out"])
+    finally:
+        os.chdir(here)
+    assert code == 2 and len(printed.getvalue().strip().splitlines()) == 1, printed.getvalue()
+    return printed.getvalue().strip()
 
 
 def test_a_bad_upload_shows_the_cli_line_and_the_next_upload_works(client, clip, bad_clip, cli_error):
@@ -183,8 +191,6 @@ def test_batch_runs_a_manifest_and_offers_a_zip(client, tmp_path):
         names = sorted(zf.namelist())
         assert names == ["clips/first.mp4", "clips/first.wav", "clips/generated.jsonl", "clips/second.mp4",
                          "clips/second.wav"]
-        import io
-
         second, sr = sf.read(io.BytesIO(zf.read("clips/second.wav")))
     assert len(second) == round(probe(tmp_path / "two.mp4").duration_s * sr)
     # a clip the upload does not cover: the manifest's own error line, and nothing generated
@@ -295,6 +301,26 @@ def test_the_page_asks_only_for_what_each_checkpoint_takes(tmp_path, clip, micro
     with pytest.raises(ContractError, match="dopri5 chooses its own steps"):
         app.generate(str(micro_checkpoint), clip, settings=Settings("dopri5", steps=4))
     assert not (tmp_path / "runs").exists()  # refused before any folder was made
+    # a batch reports each finished clip (the page's progress bar)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(f'{{"id": "a", "task": "v2s", "video": "{clip}"}}\n{{"id": "b", "task": "v2s", "video": "{clip}"}}\n')
+    ticks = []
+    done = app.batch(str(micro_checkpoint), manifest, settings=Settings(steps=1), on_clip=lambda *t: ticks.append(t))
+    assert ticks == [(0, 2), (1, 2), (2, 2)] and [row[0] for row in done.rows] == ["a", "b"]
+
+
+def test_a_port_in_use_is_one_line():
+    import socket
+
+    from vssflow.app import check_port, free_port
+    from vssflow.core.errors import VssflowError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port("127.0.0.1")))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(VssflowError, match=f"cannot listen on 127.0.0.1:{port} .*pass --port with a free port"):
+            check_port("127.0.0.1", port)
 
 
 def test_app_without_gradio_says_how_to_install_it():
