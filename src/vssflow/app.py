@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import socket
@@ -304,10 +305,10 @@ class App:
             if isinstance(rec, dict):
                 for key in PATH_FIELDS:
                     value = rec.get(key)
-                    if isinstance(value, str) and value and not Path(value).is_absolute() or (
-                            isinstance(value, str) and Path(value).is_absolute() and not Path(value).exists()):
-                        if Path(value).name in by_name:
-                            rec[key] = str(by_name[Path(value).name])
+                    if isinstance(value, str) and value:
+                        path = Path(value)  # a relative path's folder is unknown here: an upload of its name
+                        if not (path.is_absolute() and path.exists()) and path.name in by_name:
+                            rec[key] = str(by_name[path.name])
                 line = json.dumps(rec)
             lines.append(line)
         local = inputs / manifest.name
@@ -552,6 +553,8 @@ def launch(app: App, host: str = "127.0.0.1", port: int = 7860) -> tuple[Any, st
     """Start the app's web server in the background; returns (the Gradio Blocks, its URL). Blocks.close() stops it."""
     require_gradio()
     offline_environment()
+    for name in ("httpx", "gradio"):  # every request to the app itself would be an INFO line
+        logging.getLogger(name).setLevel(logging.WARNING)
     port = free_port(host) if port == 0 else port
     check_port(host, port)
     ui = build_ui(app)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import queue
 import subprocess
@@ -301,6 +302,11 @@ def test_the_page_asks_only_for_what_each_checkpoint_takes(tmp_path, clip, micro
     with pytest.raises(ContractError, match="dopri5 chooses its own steps"):
         app.generate(str(micro_checkpoint), clip, settings=Settings("dopri5", steps=4))
     assert not (tmp_path / "runs").exists()  # refused before any folder was made
+    # two checkpoints side by side: one run folder, the same video and seed, each its own model's sound
+    a, b = app.compare(clip, (str(micro_checkpoint), Settings(steps=1, seed=4)), (captioned, Settings(steps=1, seed=4)))
+    assert a.folder.parent == b.folder.parent and (a.folder.name, b.folder.name) == ("a", "b")
+    assert sf.info(a.wav).frames == sf.info(b.wav).frames == round(probe(clip).duration_s * 16000)
+    assert json.loads((b.folder / "generated.jsonl").read_text())["checkpoint"] == str(Path(captioned).resolve())
     # a batch reports each finished clip (the page's progress bar)
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(f'{{"id": "a", "task": "v2s", "video": "{clip}"}}\n{{"id": "b", "task": "v2s", "video": "{clip}"}}\n')
