@@ -445,7 +445,8 @@ def build_ui(app: App) -> Any:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column():
-                    checkpoint = gr.Dropdown(app.checkpoints, value=first, label="checkpoint", visible=many)
+                    checkpoint = gr.Dropdown(app.checkpoints, value=first, label="checkpoint", visible=many,
+                                             elem_id="checkpoint")
                     video = gr.Video(label="video", sources=["upload"], elem_id="video")
                     fields_in = inputs_for(fields)
                     with gr.Accordion("sampling", open=True):

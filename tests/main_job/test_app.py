@@ -51,15 +51,22 @@ sys.exit(main(sys.argv[2:]))
 
 
 @pytest.fixture(scope="module")
-def app_server(tmp_path_factory, micro_checkpoint):
-    """`vssflow app --checkpoint MICRO --port 0` in a subprocess: (url, output folder, network log)."""
+def captioned(tmp_path_factory) -> Path:
+    """An untrained checkpoint with a caption condition (the micro one has none)."""
+    return untrained_checkpoint("v2s-tiny-caption", tmp_path_factory.mktemp("captioned") / "last")
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory, micro_checkpoint, captioned):
+    """`vssflow app --checkpoint MICRO --checkpoint CAPTIONED --port 0` in a subprocess: (url, output folder,
+    network log)."""
     root = tmp_path_factory.mktemp("app")
     out, netlog = root / "runs", root / "network.log"
     env = {k: v for k, v in os.environ.items() if k != "VSSFLOW_LOAD_PLUGINS"}
     env["GRADIO_TEMP_DIR"] = str(root / "gradio-cache")
     proc = subprocess.Popen(
         [sys.executable, "-c", GUARDED_MAIN, str(netlog), "app", "--checkpoint", str(micro_checkpoint),
-         "--port", "0", "--out", str(out)],
+         "--checkpoint", str(captioned), "--port", "0", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=root)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
@@ -203,7 +210,8 @@ def test_batch_runs_a_manifest_and_offers_a_zip(client, tmp_path):
 
 
 @pytest.mark.skipif(BROWSER is None, reason=SKIP_REASON)
-def test_browser_uploads_generates_and_shows_video_audio_and_spectrogram(app_server, clip, bad_clip, cli_error):
+def test_browser_uploads_generates_and_shows_video_audio_and_spectrogram(app_server, clip, bad_clip, cli_error,
+                                                                       micro_checkpoint, captioned):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     url = app_server[0]
     shots = artifact_dir()
@@ -217,7 +225,23 @@ def test_browser_uploads_generates_and_shows_video_audio_and_spectrogram(app_ser
             page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else outside.append(r.url))
             page.goto(url)
             page.wait_for_selector("#generate", timeout=60_000)
-            assert not page.locator("#transcript").is_visible()  # a V2S checkpoint takes no transcript
+            # the micro V2S checkpoint takes no transcript or caption; the captioned one a caption and a
+            # negative prompt: choosing it shows them, choosing the micro one again hides them
+            fields = ("#transcript", "#speech-span", "#speaker", "#caption", "#negative-prompt")
+
+            def choose(checkpoint: Path) -> None:
+                page.locator("#checkpoint input").click()
+                page.get_by_role("option", name=str(checkpoint), exact=True).click()
+
+            assert [page.locator(f).is_visible() for f in fields] == [False] * 5
+            choose(captioned)
+            page.locator("#caption").wait_for(state="visible", timeout=10_000)
+            assert [page.locator(f).is_visible() for f in fields] == [False, False, False, True, True]
+            page.locator("#caption textarea").fill("a drum on screen")  # emptied when hidden: the runs below
+            # on the micro checkpoint would fail on a caption
+            choose(micro_checkpoint)
+            page.locator("#caption").wait_for(state="hidden", timeout=10_000)
+            assert [page.locator(f).is_visible() for f in fields] == [False] * 5
 
             def run(video: Path) -> str:
                 """Drop `video` in (replacing the last one), press Generate, wait for a new status line."""
