@@ -7,7 +7,7 @@ import sys
 
 from tests.conftest import run_cli
 
-HEAVY = ("torch", "timm", "diffusers", "av", "cv2", "triton", "torchaudio")
+HEAVY = ("torch", "timm", "diffusers", "av", "cv2", "triton", "torchaudio", "gradio")
 
 
 def _modules_after(code: str) -> list[str]:
@@ -29,7 +29,7 @@ def test_listing_plugins_does_not_import_media_or_model_libraries():
 def test_help_lists_every_command():
     out = run_cli("--help")
     assert out.returncode == 0
-    for command in ("demo", "train", "generate", "data", "features", "recipe", "plugins", "train-vocoder"):
+    for command in ("demo", "train", "generate", "app", "data", "features", "recipe", "plugins", "train-vocoder"):
         assert command in out.stdout, f"{command} missing from --help"
 
 

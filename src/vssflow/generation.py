@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -481,7 +481,7 @@ def generate_cli(args: Any) -> Iterator[Path]:
     """`vssflow generate`: validate everything first, then generate batch by batch, publishing each clip (wav +
     mp4 + a line of OUT/generated.jsonl) as it finishes. A rerun skips the clips already published with the
     same checkpoint and seed (`--overwrite` redoes them); an interruption keeps every published clip."""
-    from vssflow.core.files import OutputError, append_line, ensure_dir, file_name_problem, write_error
+    from vssflow.core.files import OutputError, file_name_problem
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -522,17 +522,30 @@ def generate_cli(args: Any) -> Iterator[Path]:
         pipe.check(request)  # every input is checked before the output folder is touched
     if not todo:
         return
+    for _, paths in publish_clips(pipe, todo, out, record=lambda r: asked[r.clip_id], steps=args.steps,
+                                  guidance=args.guidance, sampler=args.sampler, seed=args.seed, overlap=args.overlap,
+                                  batch_size=args.batch_size, progress=len(todo) > 1, precision=args.precision):
+        yield from paths
+
+
+def publish_clips(pipe: Pipeline, requests: Sequence[ClipRequest], out_dir: str | Path, *, seed: int = 0,
+                  record: Callable[[ClipRequest], dict[str, Any]] | None = None,
+                  **options: Any) -> Iterator[tuple[ClipRequest, list[Path]]]:
+    """Generate `requests` (options: `Pipeline.iter_generate`'s) and publish each clip as it finishes: OUT/<id>.wav
+    and OUT/<id>.mp4 (`write_outputs`) and a line of OUT/generated.jsonl (id, files, seconds, seed, checkpoint and
+    `record(request)`). Yields (request, [wav, mp4]). `vssflow generate` and `vssflow app` both generate here."""
+    from vssflow.core.files import append_line, ensure_dir, write_error
+
+    out = Path(out_dir)
     ensure_dir(out)
-    results = pipe.iter_generate(todo, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                                 seed=args.seed, overlap=args.overlap, batch_size=args.batch_size,
-                                 progress=len(todo) > 1, precision=args.precision)
-    for i, wav in results:
-        request = todo[i]
+    checkpoint = str(Path(pipe.checkpoint.path).resolve()) if pipe.checkpoint is not None else None
+    for i, wav in pipe.iter_generate(requests, seed=seed, **options):
+        request = requests[i]
         paths = write_outputs(out, request, wav, pipe.sample_rate)
-        record = {"id": request.clip_id, "files": [p.name for p in paths], "seconds": wav.shape[-1] / pipe.sample_rate,
-                  "seed": args.seed, "checkpoint": checkpoint, **asked[request.clip_id]}
+        line = {"id": request.clip_id, "files": [p.name for p in paths], "seconds": wav.shape[-1] / pipe.sample_rate,
+                "seed": seed, "checkpoint": checkpoint, **(record(request) if record else {})}
         try:
-            append_line(out / OUTPUT_MANIFEST, json.dumps(record))
+            append_line(out / OUTPUT_MANIFEST, json.dumps(line))
         except OSError as exc:
             raise write_error(out / OUTPUT_MANIFEST, exc, "append to the output manifest") from None
-        yield from paths
+        yield request, paths

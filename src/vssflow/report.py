@@ -35,6 +35,30 @@ def spectrogram_png(wav: np.ndarray, sample_rate: int, path: str | Path, n_mels:
     return path
 
 
+
+def waveform_png(wav: np.ndarray, path: str | Path, width: int = 800, height: int = 120) -> Path:
+    """Write a picture of a mono waveform (S,) as PNG: each column spans the samples' minimum to maximum,
+    scaled to the clip's peak (a silent clip is a flat line)."""
+    from PIL import Image
+
+    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+    width = max(1, min(width, wav.size))
+    cols = np.array_split(wav, width) if wav.size else [np.zeros(1, np.float32)] * width
+    lo = np.array([c.min() for c in cols])
+    hi = np.array([c.max() for c in cols])
+    peak = max(float(np.abs(wav).max()) if wav.size else 0.0, 1e-6)
+    mid = (height - 1) / 2
+    top = np.round(mid - hi / peak * mid).astype(int)
+    bottom = np.round(mid - lo / peak * mid).astype(int)
+    rows = np.arange(height)[:, None]
+    rgb = np.full((height, width, 3), 255, dtype=np.uint8)
+    rgb[int(round(mid))] = (200, 200, 200)
+    rgb[(rows >= top[None]) & (rows <= bottom[None])] = (13, 8, 135)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return path
+
 @dataclass
 class ClipEntry:
     """One clip of the report; paths are relative to the report's folder."""

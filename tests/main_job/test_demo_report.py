@@ -2,26 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import shutil
+import shlex
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.browser import BROWSER, SKIP_REASON
 from tests.main_job.conftest import MICRO
-
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.fixture(scope="module")
-def demo_report(tmp_path_factory) -> Path:
-    from vssflow.demo import run_demo
+def demo_run(tmp_path_factory) -> tuple[Path, str]:
+    """`vssflow demo` at micro size: (report.html, what it printed)."""
+    from vssflow.cli.main import main
 
     out = tmp_path_factory.mktemp("demo")
-    return run_demo(out=out, recipe=str(MICRO), clips=10, steps=2,
-                    overrides=["data.params.families=[v2s]", "data.params.size=48", "train.ckpt_every=0"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--out", str(out), "--recipe", str(MICRO), "--clips", "10", "--steps", "2",
+                     "--set", "data.params.families=[v2s]", "--set", "data.params.size=48",
+                     "--set", "train.ckpt_every=0"])
+    assert code == 0, printed.getvalue()[-2000:]
+    return out / "report.html", printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo_report(demo_run) -> Path:
+    return demo_run[0]
+
+
+def test_demo_ends_with_the_command_that_opens_the_app_on_its_model(demo_run):
+    from vssflow.cli.main import build_parser
+    from vssflow.core.checkpoint import Checkpoint
+
+    report, printed = demo_run
+    last = printed.strip().splitlines()[-1]
+    command = shlex.split(last[last.index("vssflow app"):])
+    args = build_parser().parse_args(command[1:])
+    assert args.command == "app" and len(args.checkpoint) == 1
+    assert Checkpoint(args.checkpoint[0]).path.resolve() == (report.parent / "run" / "checkpoints" / "last").resolve()
 
 
 def test_run_demo_writes_a_complete_report(demo_report):
@@ -39,7 +63,7 @@ def test_run_demo_writes_a_complete_report(demo_report):
     assert html.count("<audio") == 3 * len(data["clips"]) and html.count("<video") == len(data["clips"])
 
 
-@pytest.mark.skipif(BROWSER is None, reason="no chromium installed (apt-get install chromium)")
+@pytest.mark.skipif(BROWSER is None, reason=SKIP_REASON)
 def test_report_renders_images_and_audio_in_a_browser(demo_report, tmp_path):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}",

@@ -24,4 +24,9 @@ def run(args: argparse.Namespace) -> int:
     report = run_demo(out=args.out, recipe=args.recipe, clips=args.clips, steps=args.steps,
                       overrides=args.overrides, device=args.device)
     print(f"report: {report}")
+    import shlex
+    from pathlib import Path
+
+    checkpoint = shlex.quote(str(Path(args.out) / "run" / "checkpoints" / "last"))
+    print(f"try the model in the browser (needs pip install 'vssflow[app]'): vssflow app --checkpoint {checkpoint}")
     return 0

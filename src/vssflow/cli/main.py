@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "demo",
     "train",
     "generate",
+    "app",
     "evaluate",
     "ablate",
     "data",
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(command: str, exc: BaseException) -> str:
+    """The one line a user error prints: `vssflow COMMAND: error: MESSAGE` (the app shows the same line)."""
+    return f"vssflow {command}: error: {exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `vssflow` console script."""
     parser = build_parser()
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except VssflowError as exc:
         if args.verbose:
             raise
-        print(f"vssflow {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(args.command, exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"vssflow {args.command}: interrupted", file=sys.stderr)
