@@ -53,11 +53,19 @@ def _contract(name: str, value: Any) -> tuple[str, InputContract]:
     return modality, contract
 
 
+_CUT_WARNED: set[int] = set()
+
+
 def caption_ids(text: str, max_length: int | None = None) -> torch.Tensor:
     """A caption's token ids (N,) long: its UTF-8 bytes + 1 (0 is padding), cut to `max_length` tokens
     (on a character boundary, so no character is split)."""
     data = text.strip().encode("utf-8")
     if max_length is not None and len(data) > max_length:
+        if max_length not in _CUT_WARNED:  # once per length, one line: a long caption loses its end
+            _CUT_WARNED.add(max_length)
+            logger.warning("a caption of %d bytes is cut to the caption encoder's max_length %d (raise max_length "
+                           "in the recipe to keep captions whole; further cuts are not reported)", len(data),
+                           max_length)
         data = data[:max_length].decode("utf-8", errors="ignore").encode("utf-8")
     return torch.tensor([b + 1 for b in data], dtype=torch.long)
 
@@ -301,6 +309,9 @@ class ClipDataset(Dataset):
         if modality == "caption":
             if not record.caption or not record.caption.strip():
                 return None
+            tokenize = contract.extra.get("tokenize")  # a pretrained text model's own tokenizer
+            if tokenize is not None:
+                return {"x": tokenize(record.caption)}  # (N,)
             return {"x": caption_ids(record.caption, contract.extra.get("max_length"))}  # (N,)
         if modality in ("speaker", "audio"):
             rate = contract.sample_rate or (self.spec.sample_rate if self.spec else None)
