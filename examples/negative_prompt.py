@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -82,9 +83,8 @@ def main() -> None:
         shown = [c for c in labels["classes"] if c in IMPULSIVE and c in classes]
         p_plain = presence(judge, wav, pipe.sample_rate)
         for cls in shown:
-            request.negative_prompt = f"one {cls} {SHAPES[cls]} on screen"
-            request.negative = None
-            steered = pipe.generate([request], steps=args.steps, guidance=args.guidance, seed=args.seed)[0]
+            negated = replace(request, negative_prompt=f"one {cls} {SHAPES[cls]} on screen", negative={})
+            steered = pipe.generate([negated], steps=args.steps, guidance=args.guidance, seed=args.seed)[0]
             p_neg = presence(judge, steered, pipe.sample_rate)
             k = classes.index(cls)
             named.append((float(p_plain[k]), float(p_neg[k])))
