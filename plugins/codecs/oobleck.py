@@ -86,7 +86,7 @@ class OobleckCodec(MelCodec):
                 vae = AutoencoderOobleck.from_pretrained(
                     str(folder), subfolder=subfolder, use_safetensors=True, local_files_only=True
                 )
-            except (OSError, ValueError, EnvironmentError) as exc:
+            except (OSError, ValueError) as exc:
                 raise PluginError(f"codec 'oobleck': cannot load {folder} ({exc})") from None
         else:
             vae = AutoencoderOobleck(**asked)
