@@ -157,3 +157,15 @@ def test_recipes_check_channels_and_refuse_a_vocoder_for_a_waveform_codec():
     assert parts.vocoder is None and parts.spec.channels == 2 and parts.spec.hop_length == 256
     out = parts.model.generate(batch_size=1, duration=0.05, steps=1)
     assert out.mel is None and out.wav.shape == (1, 2, parts.spec.frames_for(0.05) * 256)
+
+
+def test_vssflow_44k_pairs_the_papers_dit_with_the_oobleck_vae():
+    from vssflow.registry.assemble import count_parameters
+
+    counts = count_parameters("vssflow-44k")
+    paper = count_parameters("vssflow-paper")
+    assert counts["audio"] == {"sample_rate": 44100, "channels": 2, "hop_length": 2048, "latent_fps": 44100 / 2048,
+                               "latent_channels": 64, "frames": 216, "codec": counts["audio"]["codec"]}
+    assert 150e6 < counts["audio"]["codec"] < 160e6  # Stable Audio Open's VAE, frozen
+    assert counts["by_part"]["backbone"] < paper["by_part"]["backbone"]  # the same DiT, a narrower latent in/out
+    assert counts["by_part"]["backbone"] > 0.99 * paper["by_part"]["backbone"]
