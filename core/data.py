@@ -53,11 +53,19 @@ def _contract(name: str, value: Any) -> tuple[str, InputContract]:
     return modality, contract
 
 
+_CUT_WARNED: set[int] = set()
+
+
 def caption_ids(text: str, max_length: int | None = None) -> torch.Tensor:
     """A caption's token ids (N,) long: its UTF-8 bytes + 1 (0 is padding), cut to `max_length` tokens
     (on a character boundary, so no character is split)."""
     data = text.strip().encode("utf-8")
     if max_length is not None and len(data) > max_length:
+        if max_length not in _CUT_WARNED:  # once per length, one line: a long caption loses its end
+            _CUT_WARNED.add(max_length)
+            logger.warning("a caption of %d bytes is cut to the caption encoder's max_length %d (raise max_length "
+                           "in the recipe to keep captions whole; further cuts are not reported)", len(data),
+                           max_length)
         data = data[:max_length].decode("utf-8", errors="ignore").encode("utf-8")
     return torch.tensor([b + 1 for b in data], dtype=torch.long)
 
@@ -242,16 +250,19 @@ class ClipDataset(Dataset):
         return record.start + float(rng.uniform(0, room))
 
     def _sample(self, record: ClipRecord, index: int, epoch: int) -> dict[str, Any]:
-        from .media import read_audio
+        from .media import fit_channels, read_audio
 
         t0 = self._window_start(record, index, epoch)
         sample: dict[str, Any] = {"id": record.id, "task": record.task}
         if self.spec is not None:
             window = self.spec.num_samples / self.spec.sample_rate  # >= duration_s: whole latent frames
             t1 = t0 + window if record.end is None else min(t0 + window, record.end)
-            wav, _ = read_audio(record.audio_path, self.spec.sample_rate, start=t0, end=t1)
-            length = min(int(wav.shape[0]), self.spec.num_samples)
-            sample["wav"] = pad_or_trim(wav, self.spec.num_samples)  # (S,)
+            channels = getattr(self.spec, "channels", 1)
+            wav, _ = read_audio(record.audio_path, self.spec.sample_rate, mono=channels == 1, start=t0, end=t1)
+            if channels != 1:
+                wav = fit_channels(wav, channels)  # (C, S)
+            length = min(int(wav.shape[-1]), self.spec.num_samples)
+            sample["wav"] = pad_or_trim(wav, self.spec.num_samples)  # (S,), or (C, S) for multi-channel audio
             sample["wav_length"] = length
             valid_s = length / self.spec.sample_rate
         else:
@@ -298,6 +309,9 @@ class ClipDataset(Dataset):
         if modality == "caption":
             if not record.caption or not record.caption.strip():
                 return None
+            tokenize = contract.extra.get("tokenize")  # a pretrained text model's own tokenizer
+            if tokenize is not None:
+                return {"x": tokenize(record.caption)}  # (N,)
             return {"x": caption_ids(record.caption, contract.extra.get("max_length"))}  # (N,)
         if modality in ("speaker", "audio"):
             rate = contract.sample_rate or (self.spec.sample_rate if self.spec else None)
@@ -377,7 +391,7 @@ class ClipDataset(Dataset):
         if self.pad_audio == "longest" and self.spec is not None and "wav" in batch:
             hop = self.spec.hop_length
             keep = -(-int(batch["wav_lengths"].max()) // hop) * hop  # ceil to whole frames
-            batch["wav"] = batch["wav"][:, : max(hop, min(keep, batch["wav"].shape[1]))]
+            batch["wav"] = batch["wav"][..., : max(hop, min(keep, batch["wav"].shape[-1]))]
         return batch
 
 
@@ -404,7 +418,7 @@ def collate(samples: Sequence[dict[str, Any]], conditions: Mapping[str, Any] | N
         raise ValueError("collate needs at least one sample")
     batch: dict[str, Any] = {"ids": [s["id"] for s in samples], "tasks": [s["task"] for s in samples]}
     if all("wav" in s for s in samples):
-        batch["wav"] = torch.stack([s["wav"] for s in samples])  # (B, S)
+        batch["wav"] = torch.stack([s["wav"] for s in samples])  # (B, S), or (B, C, S) for multi-channel audio
         batch["wav_lengths"] = torch.tensor([int(s["wav_length"]) for s in samples], dtype=torch.long)
     names = list(dict.fromkeys(n for s in samples for n in s.get("conditions", {})))
     out: dict[str, dict[str, Any]] = {}

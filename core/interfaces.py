@@ -143,12 +143,18 @@ class Codec(nn.Module, Conformable):
     """Waveform <-> latent the flow is trained on. encode: (B, S) -> (B, T, C); decode: (B, T, C) -> mel (B, M, F).
 
     `hop_length` is waveform samples per latent frame, so SequenceSpec(sample_rate, hop_length, d) owns lengths.
+    `channels` is C, the latent channels; `audio_channels` the waveform channels: with more than one, encode
+    takes (B, audio_channels, S) and a mel codec decodes to (B, audio_channels, M, F) (the vocoder runs per
+    channel). `output` says what decode gives: "mel" for a vocoder, or "wav": the waveform itself
+    ((B, S) mono, (B, audio_channels, S) otherwise), and then `mel` is None and the model needs no vocoder.
     """
 
     sample_rate: int
     hop_length: int
     channels: int
-    mel: MelSpec
+    mel: MelSpec | None
+    audio_channels: int = 1
+    output: ClassVar[str] = "mel"  # "mel" | "wav"
 
     def encode(self, wav: Tensor) -> Tensor:  # noqa: D102
         raise NotImplementedError
@@ -169,8 +175,9 @@ class Codec(nn.Module, Conformable):
             )
 
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Half a second of random audio."""
-        return {"wav": 0.1 * _randn((batch_size, self.sample_rate // 2), generator)}
+        """Half a second of random audio: (B, S) mono, (B, audio_channels, S) otherwise."""
+        channels = () if self.audio_channels == 1 else (self.audio_channels,)
+        return {"wav": 0.1 * _randn((batch_size, *channels, self.sample_rate // 2), generator)}
 
 
 class Vocoder(nn.Module, Conformable):

@@ -343,6 +343,22 @@ def read_audio(
     return wav.contiguous(), int(rate)
 
 
+def fit_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
+    """(S,) or (C, S) audio -> (channels, S): mono is copied to every channel, `channels=1` averages, and
+    more channels than asked keep the first ones (front left/right in the usual 5.1 and 7.1 layouts)."""
+    wav = wav.unsqueeze(0) if wav.dim() == 1 else wav
+    have = wav.shape[0]
+    if have == channels:
+        return wav
+    if channels == 1:
+        return wav.mean(dim=0, keepdim=True)
+    if have == 1:
+        return wav.expand(channels, -1).contiguous()
+    if have > channels:
+        return wav[:channels].contiguous()
+    raise MediaError(f"cannot make {channels}-channel audio from {have} channels")
+
+
 def resample(wav: torch.Tensor, orig: int, new: int) -> torch.Tensor:
     """(..., S) at `orig` Hz -> (..., S') at `new` Hz (torchaudio's band-limited sinc resampling)."""
     if orig == new:

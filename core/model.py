@@ -39,7 +39,8 @@ class EncodedCondition:
 
 @dataclass
 class Generation:
-    """What `generate` returns: latents (B, T, C), their mask, mel (B, M, F) and wav (B, S) when decoded."""
+    """What `generate` returns: latents (B, T, C), their mask, mel (B, M, F) and wav (B, S) when decoded
+    (multi-channel audio: mel (B, A, M, F), wav (B, A, S); a waveform codec gives no mel)."""
 
     latent: Tensor
     mask: Tensor
@@ -379,10 +380,23 @@ class FlowModel(nn.Module):
         mask = torch.ones(b, frames, dtype=torch.bool, device=device)
         out = Generation(latent, mask, nfe=result.nfe)
         if decode:
-            out.mel = self.codec.decode(latent)  # (B, M, F)
-            if self.vocoder is not None:
-                out.wav = self.vocoder(out.mel)  # (B, S)
+            out.mel, out.wav = decode_latent(self.codec, self.vocoder, latent)
         return out
+
+
+def decode_latent(codec: Codec, vocoder: Vocoder | None, latent: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """Latents (B, T, C) -> (mel, wav). A mel codec gives mel (B, M, F), or (B, A, M, F) for A audio channels,
+    and the vocoder turns each channel's mel into (B, S) or (B, A, S) (wav None without a vocoder); a
+    waveform codec (`codec.output == "wav"`) decodes straight to (B, S) or (B, A, S) and mel is None."""
+    decoded = codec.decode(latent)
+    if getattr(codec, "output", "mel") == "wav":
+        return None, decoded
+    if vocoder is None:
+        return decoded, None
+    if decoded.dim() == 4:  # one mel per audio channel: the vocoder is mono, so channels ride in the batch
+        b, a = decoded.shape[:2]
+        return decoded, vocoder(decoded.flatten(0, 1)).unflatten(0, (b, a))
+    return decoded, vocoder(decoded)
 
 
 def _pad_condition(enc: EncodedCondition, length: int) -> EncodedCondition:

@@ -15,14 +15,16 @@ _EPS = 1e-6
 
 @dataclass(frozen=True)
 class SequenceSpec:
-    """Audio latent grid: `sample_rate` Hz waveform, one latent frame every `hop_length` samples."""
+    """Audio latent grid: `sample_rate` Hz waveform, one latent frame every `hop_length` samples; `channels`
+    waveform channels (1: mono (S,) clips, 2: stereo (2, S))."""
 
     sample_rate: int
     hop_length: int
     duration_s: float
+    channels: int = 1
 
     def __post_init__(self) -> None:
-        if self.sample_rate <= 0 or self.hop_length <= 0 or self.duration_s <= 0:
+        if self.sample_rate <= 0 or self.hop_length <= 0 or self.duration_s <= 0 or self.channels <= 0:
             raise ValueError(f"SequenceSpec needs positive values, got {self}")
 
     @property
@@ -53,7 +55,8 @@ class SequenceSpec:
         """The same grid over exactly `num_frames` latent frames (a padded batch, a generation length)."""
         if num_frames == self.num_frames:
             return self
-        return SequenceSpec(self.sample_rate, self.hop_length, num_frames * self.hop_length / self.sample_rate)
+        return SequenceSpec(self.sample_rate, self.hop_length, num_frames * self.hop_length / self.sample_rate,
+                            self.channels)
 
 
 def pad_or_trim(x: torch.Tensor, length: int, dim: int = -1, value: float = 0.0) -> torch.Tensor:

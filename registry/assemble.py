@@ -41,7 +41,7 @@ class Assembly:
 
     recipe: Recipe
     model: FlowModel
-    vocoder: Vocoder
+    vocoder: Vocoder | None  # None: the codec decodes straight to a waveform
     sampler: Sampler
     spec: SequenceSpec
 
@@ -116,14 +116,38 @@ def build(
     return assembly
 
 
+def _vocoder_for(recipe: Recipe, codec: Any, create: Callable[..., Any]) -> Vocoder | None:
+    """The recipe's vocoder, checked against the codec's mel and channels; None for a waveform codec."""
+    channels = getattr(codec, "audio_channels", 1)
+    if channels != recipe.audio.channels:
+        raise RecipeError(
+            f"audio.codec: codec {recipe.audio.codec.name!r} makes {channels}-channel audio but audio.channels is "
+            f"{recipe.audio.channels} (set one to match the other)"
+        )
+    ref = recipe.audio.vocoder
+    if getattr(codec, "output", "mel") == "wav":
+        if ref is not None and ref.name != "griffin-lim":  # griffin-lim: the schema's default, not a choice
+            raise RecipeError(
+                f"audio.vocoder: codec {recipe.audio.codec.name!r} decodes straight to a waveform and takes no "
+                "vocoder (write `vocoder: null`)"
+            )
+        return None
+    if ref is None:
+        raise RecipeError(f"audio.vocoder: codec {recipe.audio.codec.name!r} decodes to a mel and needs a vocoder "
+                          "(e.g. `vocoder: {name: griffin-lim}`)")
+    vocoder = create("vocoder", "audio.vocoder", ref)
+    with _where("audio.vocoder"):
+        vocoder.check_mel(codec.mel)
+    return vocoder
+
+
 def _assemble(recipe: Recipe, create: Callable[..., Any] = _create) -> Assembly:
     codec = create("codec", "audio.codec", recipe.audio.codec)
     with _where("audio.codec"):
         codec.check_sample_rate(recipe.audio.sample_rate)
-    vocoder = create("vocoder", "audio.vocoder", recipe.audio.vocoder)
-    with _where("audio.vocoder"):
-        vocoder.check_mel(codec.mel)
-    spec = SequenceSpec(recipe.audio.sample_rate, codec.hop_length, recipe.audio.duration_s)
+    vocoder = _vocoder_for(recipe, codec, create)
+    spec = SequenceSpec(recipe.audio.sample_rate, codec.hop_length, recipe.audio.duration_s,
+                        getattr(codec, "audio_channels", 1))
     width, context_dim = backbone_sizes(recipe.backbone)
 
     encoders, aggregators = {}, {}
@@ -184,4 +208,9 @@ def count_parameters(recipe: Recipe | str | Path, overrides: Iterable[str] = ())
         by_part[f"encoder.{name}"] = _count(model.encoders[name], True)
     trainable = _count(model, True)
     frozen = _count(model, False)  # the vocoder is a submodule of the model
-    return {"trainable": trainable, "frozen": frozen, "total": trainable + frozen, "by_part": by_part}
+    spec, codec = model.spec, model.codec
+    audio = {"sample_rate": spec.sample_rate, "channels": spec.channels, "hop_length": spec.hop_length,
+             "latent_fps": spec.latent_fps, "latent_channels": codec.channels, "frames": spec.num_frames,
+             "codec": sum(p.numel() for p in codec.parameters())}
+    return {"trainable": trainable, "frozen": frozen, "total": trainable + frozen, "by_part": by_part,
+            "audio": audio}

@@ -43,7 +43,9 @@ class AudioConfig(Strict):
     sample_rate: Annotated[int, Field(gt=0)] = 16000
     duration_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     codec: ComponentRef = Field(default_factory=lambda: ComponentRef(name="log-mel"))
-    vocoder: ComponentRef = Field(default_factory=lambda: ComponentRef(name="griffin-lim"))
+    # null or the default (griffin-lim, then unused) with a codec that decodes straight to a waveform (oobleck)
+    vocoder: ComponentRef | None = Field(default_factory=lambda: ComponentRef(name="griffin-lim"))
+    channels: Annotated[int, Field(ge=1, le=8)] = 1  # waveform channels: 1 mono, 2 stereo (the codec's)
 
 
 class ConditionConfig(Strict):
@@ -121,7 +123,8 @@ class Recipe(Strict):
     def components(self) -> Iterator[tuple[str, str, ComponentRef]]:
         """(dotted key, kind, ref) for every component the recipe names."""
         yield "audio.codec", "codec", self.audio.codec
-        yield "audio.vocoder", "vocoder", self.audio.vocoder
+        if self.audio.vocoder is not None:
+            yield "audio.vocoder", "vocoder", self.audio.vocoder
         for cname, cond in self.conditions.items():
             yield f"conditions.{cname}.encoder", "encoder", cond.encoder
             yield f"conditions.{cname}.aggregator", "aggregator", cond.aggregator

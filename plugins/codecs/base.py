@@ -31,3 +31,14 @@ class MelCodec(Codec):
             raise ContractError(f"{self.label}: expected a waveform batch (B, S), got shape {tuple(wav.shape)}")
         if sample_rate is not None:
             self.check_sample_rate(sample_rate)
+
+    def check_channels(self, wav: Tensor, sample_rate: int | None) -> None:
+        """ContractError unless wav is (B, audio_channels, S) at this codec's rate."""
+        channels = getattr(self, "audio_channels", 1)
+        if wav.dim() != 3 or wav.shape[1] != channels:
+            raise ContractError(
+                f"{self.label}: expected a {channels}-channel waveform batch (B, {channels}, S), got shape "
+                f"{tuple(wav.shape)}"
+            )
+        if sample_rate is not None:
+            self.check_sample_rate(sample_rate)

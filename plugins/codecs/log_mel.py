@@ -41,29 +41,42 @@ def mel_statistics(wavs: Iterable[Tensor], spec: MelSpec = MelSpec()) -> tuple[f
 class LogMelCodec(MelCodec):
     """Waveform <-> normalised log-mel (B, T, n_mels); decode is exact up to the log floor."""
 
-    def __init__(self, mel: MelSpec = MelSpec(), mean: float = DEFAULT_MEAN, std: float = DEFAULT_STD):
+    def __init__(self, mel: MelSpec = MelSpec(), mean: float = DEFAULT_MEAN, std: float = DEFAULT_STD,
+                 audio_channels: int = 1):
         super().__init__()
         self.mel = mel
-        self.sample_rate, self.hop_length, self.channels = mel.sample_rate, mel.hop_length, mel.n_mels
+        self.audio_channels = int(audio_channels)
+        self.sample_rate, self.hop_length = mel.sample_rate, mel.hop_length
+        self.channels = mel.n_mels * self.audio_channels  # audio channel a's mel bins are latent channels a*M..(a+1)*M
         self.mean, self.std = float(mean), float(std)
         self.analysis = LogMel(self.mel)
 
     @property
     def contract(self) -> InputContract:
-        """Mono waveform at `sample_rate`."""
-        return InputContract("audio", sample_rate=self.sample_rate, extra={"latent_fps": self.mel.frames_per_second})
+        """Waveform at `sample_rate`: (B, S) mono, (B, audio_channels, S) otherwise."""
+        return InputContract("audio", sample_rate=self.sample_rate,
+                             extra={"latent_fps": self.mel.frames_per_second, "audio_channels": self.audio_channels})
 
     def encode(self, wav: Tensor, sample_rate: int | None = None) -> Tensor:
-        """(B, S) -> (B, S // hop, n_mels)."""
-        self.check_wav(wav, sample_rate)
-        return ((self.analysis(wav) - self.mean) / self.std).transpose(1, 2)
+        """(B, S) -> (B, S // hop, n_mels); (B, A, S) -> (B, S // hop, A * n_mels), channel-major."""
+        if self.audio_channels == 1:
+            self.check_wav(wav, sample_rate)
+            return ((self.analysis(wav) - self.mean) / self.std).transpose(1, 2)
+        self.check_channels(wav, sample_rate)
+        b, a, s = wav.shape
+        mel = self.analysis(wav.reshape(b * a, s))  # (B*A, M, F)
+        mel = mel.reshape(b, a * self.mel.n_mels, -1)  # (B, A*M, F)
+        return ((mel - self.mean) / self.std).transpose(1, 2)
 
     def decode(self, latent: Tensor) -> Tensor:
-        """(B, T, n_mels) -> natural-log mel (B, n_mels, T)."""
-        mel = latent.transpose(1, 2) * self.std + self.mean
-        return mel.clamp_min(math.log(self.mel.log_floor))
+        """(B, T, n_mels) -> natural-log mel (B, n_mels, T); several audio channels: (B, A, n_mels, T)."""
+        mel = (latent.transpose(1, 2) * self.std + self.mean).clamp_min(math.log(self.mel.log_floor))
+        if self.audio_channels == 1:
+            return mel
+        return mel.unflatten(1, (self.audio_channels, self.mel.n_mels))
 
     def expected_shapes(self, inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        """Round trip: (B, n_mels, S // hop)."""
+        """Round trip: (B, n_mels, S // hop), or (B, A, n_mels, S // hop)."""
         wav = inputs["wav"]
-        return {"output": (wav.shape[0], self.channels, wav.shape[-1] // self.hop_length)}
+        lead = (wav.shape[0],) if self.audio_channels == 1 else (wav.shape[0], self.audio_channels)
+        return {"output": (*lead, self.mel.n_mels, wav.shape[-1] // self.hop_length)}

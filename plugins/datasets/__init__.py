@@ -28,6 +28,8 @@ class SyntheticAVParams(BaseModel):
     split: Split = "train"
     size: Annotated[int, Field(ge=32, le=512, multiple_of=2)] = 96
     workers: Annotated[int, Field(ge=1)] = 1  # processes used when generating
+    sample_rate: Annotated[int, Field(ge=8000, le=96000)] = 16000  # of the written wavs
+    channels: Literal[1, 2] = 1  # 2: stereo, each on-screen source panned by its x position
 
 
 class ManifestParams(BaseModel):
@@ -47,7 +49,8 @@ def build_synthetic_av(**params: Any) -> Any:
 
     p = SyntheticAVParams(**params)
     return SyntheticAVDataset(p.root, clips=p.clips, seconds=p.seconds, seed=p.seed, families=tuple(p.families),
-                              split=p.split, size=p.size, workers=p.workers)
+                              split=p.split, size=p.size, workers=p.workers, sample_rate=p.sample_rate,
+                              channels=p.channels)
 
 
 def build_manifest(**params: Any) -> Any:

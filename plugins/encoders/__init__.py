@@ -131,6 +131,33 @@ class ByteTextParams(_Params):
     max_length: Annotated[int, Field(gt=0)] = 128
 
 
+class T5TextParams(_Params):
+    """T5 encoder from a local folder (`path`: model + tokenizer), or random init over ByT5 byte tokens."""
+
+    path: str | None = None  # save_pretrained folder, e.g. a snapshot of google/flan-t5-base
+    max_length: Annotated[int, Field(gt=0)] = 128
+    frozen: bool | None = None  # None: frozen when loaded from `path`, trainable when random
+    d_model: Annotated[int, Field(gt=0)] = 512
+    d_kv: Annotated[int, Field(gt=0)] = 64
+    d_ff: Annotated[int, Field(gt=0)] = 2048
+    num_layers: Annotated[int, Field(gt=0)] = 6
+    num_heads: Annotated[int, Field(gt=0)] = 8
+
+
+class ClapTextParams(_Params):
+    """CLAP's text tower from a local folder (`path`: a whole CLAP model + tokenizer), or random init."""
+
+    path: str | None = None  # save_pretrained folder, e.g. a snapshot of laion/clap-htsat-unfused
+    max_length: Annotated[int, Field(gt=0)] = 77
+    frozen: bool | None = None  # None: frozen when loaded from `path`, trainable when random
+    output: Literal["pooled", "tokens"] = "pooled"  # projected sentence embedding (1 token) or token states
+    hidden_size: Annotated[int, Field(gt=0)] = 768
+    num_hidden_layers: Annotated[int, Field(gt=0)] = 12
+    num_attention_heads: Annotated[int, Field(gt=0)] = 12
+    intermediate_size: Annotated[int, Field(gt=0)] = 3072
+    projection_dim: Annotated[int, Field(gt=0)] = 512
+
+
 class PrecomputedParams(_Params):
     """Features extracted elsewhere: their dim (required) and fps (None: tokens without a frame rate)."""
 
@@ -189,6 +216,18 @@ def _byte_text(**params):
     return ByteTextEncoder(**params)
 
 
+def _t5_text(**params):
+    from .text_models import T5TextEncoder
+
+    return T5TextEncoder(**params)
+
+
+def _clap_text(**params):
+    from .text_models import ClapTextEncoder
+
+    return ClapTextEncoder(**params)
+
+
 def _precomputed(**params):
     from .precomputed import PrecomputedEncoder
 
@@ -236,6 +275,17 @@ def register(register) -> None:
         "byte-text", _byte_text, params=ByteTextParams,
         description="Caption encoder on UTF-8 bytes (no vocabulary, no download): a few transformer layers, trainable.",
         tiny={"dim": 16, "layers": 1, "heads": 2, "max_length": 32},
+    )
+    register(
+        "t5-text", _t5_text, params=T5TextParams,
+        description="T5 encoder (transformers) from a local folder: one token per text token; frozen when loaded.",
+        tiny={"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2, "max_length": 32},
+    )
+    register(
+        "clap-text", _clap_text, params=ClapTextParams,
+        description="CLAP text tower (transformers) from a local folder: the projected sentence embedding or tokens.",
+        tiny={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+              "projection_dim": 8, "max_length": 32},
     )
     register(
         "precomputed", _precomputed, params=PrecomputedParams,

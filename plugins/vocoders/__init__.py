@@ -9,9 +9,9 @@ model.safetensors) whose config then defines the architecture.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..mel import MelAnalysisParams, MelParams, Positive, split_mel
 
@@ -50,6 +50,30 @@ class VocosParams(MelParams):
     head_n_fft: Positive | None = None  # None: 4 * hop_length
 
 
+class BigVGANParams(BaseModel):
+    """BigVGAN generator (the reference's config.json keys; defaults = bigvgan_v2_44khz_128band_512x)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = None  # folder with config.json + model.safetensors (convert_reference_checkpoint makes one)
+    num_mels: Positive = 128
+    sampling_rate: Positive = 44100
+    upsample_rates: Annotated[list[Positive], Field(min_length=1)] = Field(default_factory=lambda: [8, 4, 2, 2, 2, 2])
+    upsample_kernel_sizes: Annotated[list[Positive], Field(min_length=1)] = Field(
+        default_factory=lambda: [16, 8, 4, 4, 4, 4])
+    upsample_initial_channel: Positive = 1536
+    resblock: Literal["1", "2"] = "1"
+    resblock_kernel_sizes: list[Positive] = Field(default_factory=lambda: [3, 7, 11])
+    resblock_dilation_sizes: list[list[Positive]] = Field(default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]])
+    activation: Literal["snake", "snakebeta"] = "snakebeta"
+    snake_logscale: bool = True
+    use_tanh_at_final: bool = False
+    use_bias_at_final: bool = False
+    n_fft: Positive = 2048
+    win_size: Positive = 2048
+    fmin: Annotated[float, Field(ge=0)] = 0.0
+    fmax: Annotated[float, Field(gt=0)] | None = None  # None: Nyquist
+
+
 def _griffin_lim(**params):
     from .griffin_lim import GriffinLimVocoder
 
@@ -72,6 +96,12 @@ def _vocos(path: str | None = None, **params):
     return VocosVocoder(mel, **rest)
 
 
+def _bigvgan(path: str | None = None, **params):
+    from .bigvgan import BigVGANVocoder
+
+    return BigVGANVocoder(**params) if path is None else BigVGANVocoder.from_pretrained(path, **params)
+
+
 def register(register) -> None:
     """Register the built-in vocoders."""
     register(
@@ -89,4 +119,11 @@ def register(register) -> None:
         "vocos", _vocos, params=VocosParams,
         description="Vocos-style ConvNeXt + iSTFT vocoder, trained with `vssflow train-vocoder`, from a local folder.",
         tiny={"dim": 16, "intermediate_dim": 32, "layers": 1},
+    )
+    register(
+        "bigvgan", _bigvgan, params=BigVGANParams,
+        description="BigVGAN generator (AMP blocks, anti-aliased snake); loads BigVGAN weights from a local folder.",
+        tiny={"num_mels": 16, "upsample_rates": [8, 8], "upsample_kernel_sizes": [16, 16],
+              "upsample_initial_channel": 16, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3]],
+              "n_fft": 256, "win_size": 256},
     )

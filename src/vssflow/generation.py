@@ -158,6 +158,11 @@ class Pipeline:
         return self.model.spec.sample_rate
 
     @property
+    def channels(self) -> int:
+        """Output audio channels (2: every waveform is (2, S))."""
+        return getattr(self.model.spec, "channels", 1)
+
+    @property
     def window_s(self) -> float:
         """Seconds the model generates at once."""
         return self.model.spec.duration_s
@@ -381,7 +386,7 @@ class Pipeline:
                 yield i, crossfade(pieces, plans[i], total, self.sample_rate)
 
     def generate_clip(self, video: str | Path, **kwargs: Any) -> torch.Tensor:
-        """Convenience: one video -> waveform (S,). kwargs: transcript, caption, negative_prompt, negative
+        """Convenience: one video -> waveform (S,) ((C, S) for a multi-channel model). kwargs: transcript, caption, negative_prompt, negative
         ({condition: value}), speaker, speech_span, steps, ..."""
         req_keys = {"transcript", "speaker", "speech_span", "caption", "negative_prompt", "negative"}
         request = ClipRequest(Path(video), **{k: v for k, v in kwargs.items() if k in req_keys})

@@ -142,10 +142,11 @@ def _validator(recipe: Recipe, model: Any, out_dir: Path, clips: int = 2):
         folder = out_dir / "validation" / f"step-{step:07d}"
         sr = model.spec.sample_rate
         wav = out.wav.float().cpu()
-        dist = create("metric", "mel-distance", sample_rate=sr)(wav, batch["wav"].cpu(), lengths=batch["wav_lengths"].cpu())
+        mono, ref = (w.mean(1) if w.dim() == 3 else w for w in (wav, batch["wav"].cpu()))  # stereo: scored downmixed
+        dist = create("metric", "mel-distance", sample_rate=sr)(mono, ref, lengths=batch["wav_lengths"].cpu())
         for i, clip_id in enumerate(val["ids"]):
             write_audio(folder / f"{clip_id}.wav", wav[i], sr)
-            spectrogram_png(wav[i].numpy(), sr, folder / f"{clip_id}.png")
+            spectrogram_png(mono[i].numpy(), sr, folder / f"{clip_id}.png")
         return {"mel_distance": float(dist.mean())}
 
     return validate

@@ -26,10 +26,13 @@ class SyntheticAVDataset(ClipDataset):
         split: str = "train",
         size: int = 96,
         workers: int = 1,
+        sample_rate: int = 16000,
+        channels: int = 1,
         **options: Any,
     ) -> None:
-        self.config = SynthConfig(clips=clips, seconds=seconds, seed=seed, families=tuple(families), size=size)
-        options.setdefault("spec", SequenceSpec(self.config.sample_rate, 160, seconds))
+        self.config = SynthConfig(clips=clips, seconds=seconds, seed=seed, families=tuple(families), size=size,
+                                  sample_rate=sample_rate, channels=channels)
+        options.setdefault("spec", SequenceSpec(sample_rate, sample_rate // 100, seconds, channels))
         super().__init__(None, **options)
         self.root, self.split, self.workers = Path(root), split, workers
         self._indices = [i for i in range(clips) if split == "all" or clip_split(i) == split]

@@ -3,7 +3,8 @@
 Layout of a generated root:
     synth.json                  config, version and counts (written last: its presence means complete)
     manifest.jsonl              every clip; train.jsonl / val.jsonl / test.jsonl the splits
-    clips/<id>.mp4 .wav .json   silent video (H.264, 25 fps), 16 kHz mono wav, labels
+    clips/<id>.mp4 .wav .json   silent video (H.264, 25 fps), wav (16 kHz mono by default; `sample_rate`,
+                                `channels: 2` for stereo with sources panned by position), labels
     speakers/<spk>.wav          one reference utterance per speaker (the `speaker` condition)
 
 Clip i draws everything from numpy's SeedSequence((seed, i)): results do not depend on the number of
@@ -48,6 +49,7 @@ class SynthConfig:
     fps: float = 25.0
     size: int = 96
     version: int = SYNTH_VERSION
+    channels: int = 1  # 2: stereo, on-screen sources panned by x position, off-screen ones to the sides
 
     def __post_init__(self) -> None:
         if self.clips < 1:
@@ -59,11 +61,17 @@ class SynthConfig:
             raise VssflowError(f"synthetic set: unknown families {bad}; choose from {', '.join(FAMILIES)}")
         if self.size % 2 or self.size < 32:
             raise VssflowError(f"synthetic set: size must be even and >= 32, got {self.size}")
+        if self.channels not in (1, 2):
+            raise VssflowError(f"synthetic set: channels must be 1 or 2, got {self.channels}")
+        if not 8000 <= self.sample_rate <= 96000:
+            raise VssflowError(f"synthetic set: sample_rate must be in [8000, 96000] Hz, got {self.sample_rate}")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         out = asdict(self)
         out["families"] = list(self.families)
+        if self.channels == 1:
+            del out["channels"]  # mono sets keep the config (and the root) they had before stereo existed
         return out
 
 
@@ -115,14 +123,17 @@ def _talking_face(rng: np.random.Generator, config: SynthConfig, speaker: Speake
 
 
 def render_clip(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Frames (L, H, W, 3) uint8, wav (S,) float32 and labels of clip `index`."""
+    """Frames (L, H, W, 3) uint8, wav (S,) float32 ((2, S) for stereo sets) and labels of clip `index`."""
     rng = clip_rng(config, index)
     family = clip_family(config, index)
     n_frames = max(1, int(np.ceil(config.seconds * config.fps - 1e-6)))
     labels: dict[str, Any] = {"id": clip_id(config, index), "family": family, "seconds": config.seconds,
                               "sample_rate": config.sample_rate, "fps": config.fps, "size": config.size}
+    if config.channels != 1:
+        labels["channels"] = config.channels
     if family == "v2s":
-        frames, wav, scene = render_scene(rng, config.seconds, config.fps, config.size, config.sample_rate)
+        frames, wav, scene = render_scene(rng, config.seconds, config.fps, config.size, config.sample_rate,
+                                          channels=config.channels)
         labels.update(scene)
         return frames, wav, labels
     speaker = speakers()[int(rng.integers(len(speakers())))]
@@ -130,15 +141,16 @@ def render_clip(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray
         wav, speech = _place_speech(rng, config, speaker, config.seconds - 0.2)
         frames, face = _talking_face(rng, config, speaker, speech, n_frames, config.size)
         labels.update(speech, face=face)
-        return frames, wav, labels
+        return frames, _centre(wav, config.channels), labels
     # mix: speech inside a scene, "add" (scene scaled by U(0.3, 0.7), face inset) or "insert" (replaced)
-    frames, scene_wav, scene = render_scene(rng, config.seconds, config.fps, config.size, config.sample_rate)
+    frames, scene_wav, scene = render_scene(rng, config.seconds, config.fps, config.size, config.sample_rate,
+                                            channels=config.channels)
     mode = "add" if rng.random() < 0.5 else "insert"
     speech_wav, speech = _place_speech(rng, config, speaker, max(0.5, 0.7 * config.seconds))
     s0, s1 = speech["speech"]
     if mode == "add":
         gain = float(rng.uniform(0.3, 0.7))
-        wav = gain * scene_wav + speech_wav
+        wav = gain * scene_wav + _centre(speech_wav, config.channels)
         inset = config.size // 2
         face_frames, face = _talking_face(rng, config, speaker, speech, n_frames, inset)
         corner = int(rng.integers(2))
@@ -152,12 +164,12 @@ def render_clip(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray
         gain = 1.0
         face_frames, face = _talking_face(rng, config, speaker, speech, n_frames, config.size)
         a, b = int(s0 * config.sample_rate), int(s1 * config.sample_rate)
-        fade = np.ones(len(scene_wav), np.float32)
+        fade = np.ones(scene_wav.shape[-1], np.float32)
         ramp = int(0.01 * config.sample_rate)  # 10 ms crossfades around the inserted speech
         fade[a:b] = 0.0
         fade[max(0, a - ramp) : a] = np.linspace(1, 0, a - max(0, a - ramp))
         fade[b : b + ramp] = np.linspace(0, 1, len(fade[b : b + ramp]))
-        wav = scene_wav * fade + speech_wav
+        wav = scene_wav * fade + _centre(speech_wav, config.channels)
         k0, k1 = int(np.floor(s0 * config.fps)), int(np.ceil(s1 * config.fps))
         frames[k0:k1] = face_frames[k0:k1]
         face["frames"] = [k0, min(k1, n_frames)]
@@ -174,6 +186,11 @@ def render_clip(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray
     labels.update(speech, face=face, objects=scene["objects"], events=events, continuous=continuous,
                   classes=scene["classes"], mix={"mode": mode, "scene_gain": round(gain, 4), "mix_gain": round(norm, 4)})
     return frames, wav.astype(np.float32), labels
+
+
+def _centre(wav: np.ndarray, channels: int) -> np.ndarray:
+    """A mono source in the middle of the stereo image (equal-power: -3 dB per side); mono stays (S,)."""
+    return wav if channels == 1 else np.stack([wav, wav]) * np.float32(np.sqrt(0.5))
 
 
 def _json_atomic(path: Path, data: Any, lines: bool = False) -> None:

@@ -250,8 +250,15 @@ def render_scene(
     size: int = 96,
     sample_rate: int = 16000,
     max_objects: int = 3,
+    channels: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One V2S scene: frames (L, H, W, 3) uint8, wav (S,) float32 in [-1, 1], labels (events, objects...)."""
+    """One V2S scene: frames (L, H, W, 3) uint8, wav (S,) float32 in [-1, 1], labels (events, objects...).
+
+    channels=2 gives wav (2, S): each on-screen source is panned (equal-power) by its x position at each
+    moment (a car moving across the frame moves across the stereo image), off-screen hits come from the far
+    left or right; the random draws are the same as for mono, so the two versions hold the same scene."""
+    stereo = channels == 2
+    st = np.zeros((2, int(round(seconds * sample_rate)))) if stereo else None
     scale = size / 96.0
     n_sim = int(round(seconds * _SIM_RATE))
     n_audio = int(round(seconds * sample_rate))
@@ -274,6 +281,9 @@ def render_scene(
             hum, loud = engine_sound(rng, obj.speed, sample_rate, n_audio)
             gain = float(rng.uniform(0.15, 0.3))
             wav += gain * hum
+            if stereo:
+                sim = np.minimum((np.arange(n_audio) / sample_rate * _SIM_RATE).astype(int), n_sim - 1)
+                st += gain * hum * _pan_gains(obj.x[sim] / size)
             frame_idx = np.minimum((np.arange(n_frames) / fps * _SIM_RATE).astype(int), n_sim - 1)
             continuous.append({"class": cls, "object": i, "gain": gain,
                                "speed": np.round(obj.speed[frame_idx] / scale, 2).tolist(),
@@ -284,18 +294,31 @@ def render_scene(
             timbre = _timbre(rng, cls)
             for time, speed, kind in hits:
                 amp = float(min(1.0, speed / _REF_SPEED)) * float(rng.uniform(0.85, 1.0))
-                _add(wav, impact_sound(rng, cls, timbre, sample_rate) * amp, time, sample_rate)
+                sound = impact_sound(rng, cls, timbre, sample_rate) * amp
+                _add(wav, sound, time, sample_rate)
                 events.append({"time": round(time, 4), "class": cls, "amplitude": amp, "object": i,
                                "onscreen": True, "kind": kind})
+                if stereo:
+                    pan = float(np.clip(obj.x[min(int(time * _SIM_RATE), n_sim - 1)] / size, 0.0, 1.0))
+                    _add_stereo(st, sound, time, sample_rate, pan)
+                    events[-1]["pan"] = round(pan, 3)
         objects.append(obj)
     for _ in range(int(rng.integers(0, 3))):  # off-screen distractors, about 20 dB down
         cls = str(rng.choice(IMPULSIVE))
         time = float(rng.uniform(0.05, max(0.06, seconds - 0.2)))
         amp = float(rng.uniform(0.05, 0.12))
-        _add(wav, impact_sound(rng, cls, _timbre(rng, cls), sample_rate) * amp, time, sample_rate)
+        sound = impact_sound(rng, cls, _timbre(rng, cls), sample_rate) * amp
+        _add(wav, sound, time, sample_rate)
         events.append({"time": round(time, 4), "class": cls, "amplitude": amp, "object": None,
                        "onscreen": False, "kind": "offscreen"})
-    wav += rng.standard_normal(n_audio) * 3e-4  # a noise floor: real silence is never digital zero
+        if stereo:  # from outside the frame: alternately far left and far right
+            pan = 0.05 if len(events) % 2 else 0.95
+            _add_stereo(st, sound, time, sample_rate, pan)
+            events[-1]["pan"] = pan
+    noise = rng.standard_normal(n_audio) * 3e-4  # a noise floor: real silence is never digital zero
+    wav += noise
+    if stereo:
+        wav = st + noise
     peak = float(np.abs(wav).max())
     gain = min(1.0, 0.9 / peak) if peak > 0 else 1.0
     wav *= gain
@@ -313,6 +336,18 @@ def render_scene(
         "classes": sorted({o.cls for o in objects}),
     }
     return frames, wav.astype(np.float32), labels
+
+
+def _pan_gains(pan: np.ndarray | float) -> np.ndarray:
+    """Equal-power pan law: pan 0 = left, 1 = right -> gains (2, ...) with left^2 + right^2 = 1."""
+    p = np.clip(np.asarray(pan, dtype=np.float64), 0.0, 1.0) * (np.pi / 2)
+    return np.stack([np.cos(p), np.sin(p)])
+
+
+def _add_stereo(st: np.ndarray, sound: np.ndarray, time: float, sr: int, pan: float) -> None:
+    gains = _pan_gains(pan)
+    for c in range(2):
+        _add(st[c], sound * gains[c], time, sr)
 
 
 def _add(wav: np.ndarray, sound: np.ndarray, time: float, sr: int) -> None:

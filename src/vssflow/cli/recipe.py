@@ -51,4 +51,9 @@ def run_show(args: argparse.Namespace) -> int:
             return 0
         counts = count_parameters(recipe)
         print(f"# trainable parameters: {counts['trainable']:,} ({counts['trainable'] / 1e6:.1f} M)")
+        print(f"# frozen parameters: {counts['frozen']:,} ({counts['frozen'] / 1e6:.1f} M; codec "
+              f"{counts['audio']['codec'] / 1e6:.1f} M)")
+        a = counts["audio"]
+        print(f"# audio: {a['sample_rate']} Hz, {a['channels']} channel(s); latent {a['frames']} frames x "
+              f"{a['latent_channels']} channels at {a['latent_fps']:.4g} Hz (hop {a['hop_length']})")
     return 0

@@ -49,6 +49,9 @@ def _recipe_audio(source: str, overrides: list[str], limit: int | None):
     if recipe.data is None:
         raise RecipeError(f"{source}: the recipe has no data section; pass a folder of audio files instead")
     codec = create("codec", recipe.audio.codec.name, **recipe.audio.codec.params)
+    if codec.mel is None:
+        raise RecipeError(f"{source}: codec {recipe.audio.codec.name!r} decodes straight to a waveform; it has no mel "
+                          "for a vocoder to learn")
     dataset = create("dataset", recipe.data.name, **recipe.data.params)
     if hasattr(dataset, "configure"):  # serve audio at the recipe's rate and window, no conditions
         from vssflow.core.sequence import SequenceSpec
