@@ -30,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--families", type=_families, default=FAMILY_NAMES, metavar="F,F",
                        help="comma-separated families: v2s, visualtts, mix (default: all)")
     synth.add_argument("--size", type=int, default=96, help="frame size in pixels (default 96)")
+    synth.add_argument("--sentences", type=int, default=1,
+                       help="sentences per talking-face clip, one after another (default 1; more for long talks)")
     synth.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=run_synth)
@@ -61,7 +63,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from vssflow.core.files import ensure_dir, write_error
 
     config = SynthConfig(clips=args.clips, seconds=args.seconds, seed=args.seed, families=tuple(args.families),
-                         size=args.size)
+                         size=args.size, sentences=args.sentences)
     started = time.perf_counter()
     ensure_dir(args.out)
     try:

@@ -1,0 +1,349 @@
+"""Audio prompts at generation: continuation of given audio, inpainting a span, and long videos window by
+window, each window continuing the latents of the one before (docs/continuation.md).
+
+A checkpoint has the audio-prompt route when its recipe has a condition with a `PromptEncoder`
+(`audio-prompt`). Generation then works on one latent sequence for the whole clip:
+
+    known frames   from the codec's encoding of given audio (--prompt-audio: its first seconds;
+                   --inpaint START:END --audio FILE: everything outside the span)
+    windows        in order; each starts `overlap` seconds before its first unknown frame, so the model sees
+                   the tail of what is already there (given or generated) as known frames, and writes the rest
+    output         the finished latent sequence decoded ONCE (no seam from decoding), trimmed to the video;
+                   given audio is then put back exactly where it was given, with a short cross-fade into the
+                   generated part
+
+Long transcripts (VisualTTS over several windows) are split at word boundaries in proportion to visible
+mouth activity (`word_times`), or by given word timings, and each window gets the words that fall in it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vssflow.core.errors import ContractError, MediaError
+
+log = logging.getLogger("vssflow.generate")
+
+LONG_MODES = ("continuation", "crossfade")
+FADE_S = 0.02  # cross-fade from given audio into generated audio
+
+
+def prompt_route(model: Any) -> str | None:
+    """The name of the model's audio-prompt condition, or None when it has none."""
+    names = getattr(model, "prompt_names", [])
+    return names[0] if names else None
+
+
+def resolve_long(pipe: Any, long: str | None) -> str:
+    """`continuation` (default when the checkpoint has the audio-prompt route) or `crossfade`."""
+    has = prompt_route(pipe.model) is not None
+    if long is None:
+        return "continuation" if has else "crossfade"
+    if long not in LONG_MODES:
+        raise ContractError(f"--long must be one of {', '.join(LONG_MODES)}, got {long!r}")
+    if long == "continuation" and not has:
+        raise ContractError(f"{pipe.source} has no audio-prompt route, so it cannot continue windows; use "
+                            "--long crossfade or a checkpoint trained with one (e.g. recipes/v2s-tiny-prompt.yaml)")
+    return long
+
+
+def check_prompt_request(pipe: Any, request: Any, seconds: float) -> None:
+    """Refuse a prompt or inpainting request the checkpoint or the files cannot serve (one line each)."""
+    wants = request.prompt_audio is not None or request.inpaint is not None
+    if not wants:
+        if request.audio is not None:
+            raise ContractError("--audio gives the soundtrack to inpaint; pass --inpaint START:END with it")
+        return
+    if prompt_route(pipe.model) is None:
+        raise ContractError(f"{pipe.source} has no audio-prompt route; --prompt-audio and --inpaint need a checkpoint "
+                            "trained with one (e.g. recipes/v2s-tiny-prompt.yaml)")
+    if request.prompt_audio is not None and request.inpaint is not None:
+        raise ContractError("--prompt-audio and --inpaint are two uses of given audio; pass one of them")
+    if request.inpaint is not None:
+        start, end = request.inpaint
+        if request.audio is None:
+            raise ContractError("--inpaint needs the soundtrack it changes: --audio FILE")
+        if not 0 <= start < end:
+            raise ContractError(f"--inpaint {start}:{end}: the span must satisfy 0 <= START < END")
+        if start >= seconds:
+            raise ContractError(f"--inpaint {start}:{end}: starts after the video's end ({seconds:.2f} s)")
+    path = request.prompt_audio if request.prompt_audio is not None else request.audio
+    if not Path(path).is_file():
+        raise MediaError(f"{path}: audio not found")
+
+
+@dataclass
+class GivenAudio:
+    """Audio the user gives for a clip: wav (S,) at the model's rate and which samples are given (S,) bool."""
+
+    wav: Tensor
+    given: Tensor
+
+
+def given_audio(request: Any, total: int, sample_rate: int) -> GivenAudio | None:
+    """The given samples of a request over `total` output samples, or None without a prompt or inpainting."""
+    from vssflow.core.media import read_audio
+
+    if request.prompt_audio is None and request.inpaint is None:
+        return None
+    path = request.prompt_audio if request.prompt_audio is not None else request.audio
+    wav, _ = read_audio(path, sample_rate)
+    wav = wav[:total]
+    given = torch.zeros(total, dtype=torch.bool)
+    if request.prompt_audio is not None:
+        given[: wav.shape[0]] = True
+    else:
+        start, end = request.inpaint
+        given[: wav.shape[0]] = True
+        given[round(start * sample_rate) : round(end * sample_rate)] = False
+    full = torch.zeros(total)
+    full[: wav.shape[0]] = wav
+    return GivenAudio(full, given)
+
+
+def known_latents(model: Any, given: GivenAudio, frames: int) -> tuple[Tensor, Tensor]:
+    """The codec's latents of given audio (frames, C) and the frames made of given samples only (frames,)."""
+    hop = model.codec.hop_length
+    device = next(model.backbone.parameters()).device
+    with torch.no_grad():
+        z = model.codec.encode(given.wav[None].to(device))[0].float().cpu()  # (T', C)
+    out = torch.zeros(frames, z.shape[-1])
+    n = min(frames, z.shape[0])
+    out[:n] = z[:n]
+    mask = torch.zeros(frames * hop, dtype=torch.bool)
+    m = min(mask.shape[0], given.given.shape[0])
+    mask[:m] = given.given[:m]
+    known = mask.view(frames, hop).all(1)
+    known[n:] = False
+    return out, known
+
+
+def plan_continuation(total: int, window: int, overlap: int, known: Tensor) -> list[tuple[int, int]]:
+    """Windows [start, start + window) in latent frames, in generation order, until every frame of
+    [0, total) is known: each starts `overlap` frames before its first unknown frame (at 0 when the known
+    frames before it fit in half a window, so a short prompt is seen whole), and never past total - window."""
+    done = known[:total].clone()
+    windows = []
+    while not bool(done.all()):
+        first = int(torch.nonzero(~done)[0])
+        start = 0 if first <= window // 2 else first - overlap
+        start = max(0, min(start, total - window)) if total > window else 0
+        windows.append((start, start + window))
+        done[start : min(start + window, total)] = True
+    return windows
+
+
+def paste_given(generated: Tensor, given: GivenAudio, fade: int) -> Tensor:
+    """Generated audio (S,) with the given samples put back exactly; each generated run fades in from the
+    given audio over its first `fade` samples and out over its last ones (inside the run, so the given
+    audio is untouched)."""
+    n = generated.shape[0]
+    w = given.given[:n].to(generated.dtype).clone()  # 1 = given
+    g = given.given[:n]
+    edges = torch.nonzero(g[1:] != g[:-1]).flatten() + 1
+    bounds = [0, *edges.tolist(), n]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        if bool(g[a]):
+            continue
+        f = min(fade, (b - a) // 2)
+        if f <= 0:
+            continue
+        ramp = torch.linspace(1, 0, f + 2, dtype=w.dtype)[1:-1]
+        if a > 0:
+            w[a : a + f] = torch.maximum(w[a : a + f], ramp)
+        if b < n:
+            w[b - f : b] = torch.maximum(w[b - f : b], ramp.flip(0))
+    return w * given.wav[:n].to(generated.dtype) + (1 - w) * generated
+
+
+# ------------------------------------------------------------------------------------------------------------
+# long transcripts
+
+
+def mouth_activity(pipe: Any, video: Path, fps: float = 25.0) -> tuple[Tensor, float]:
+    """Visible mouth motion per video frame (L,) at `fps`: mean absolute change of the mouth region's luma
+    between frames. The region is the model's lip encoder's crop when it has one, else the lower middle of
+    the frame (a face crop's mouth)."""
+    from vssflow.core.media import read_video
+
+    lip = next((e for e in pipe.model.encoders.values() if hasattr(e, "mouths")), None)
+    size = lip.contract.size if lip is not None else (96, 96)
+    frames = read_video(video, fps=fps, size=size).frames  # (L, 3, H, W)
+    if lip is not None:
+        with torch.no_grad():
+            crops = lip.mouths(frames[None].to(next(lip.parameters(), torch.empty(0)).device))[0].float().cpu()
+    else:
+        y = 0.299 * frames[:, 0] + 0.587 * frames[:, 1] + 0.114 * frames[:, 2]  # (L, H, W)
+        h, w = y.shape[-2:]
+        crops = y[:, round(0.6 * h) : round(0.95 * h), round(0.25 * w) : round(0.75 * w)]
+    diff = (crops[1:] - crops[:-1]).abs().flatten(1).mean(1)  # (L - 1,)
+    activity = torch.cat([diff[:1], diff]) if diff.numel() else torch.zeros(crops.shape[0])
+    return activity, fps
+
+
+def word_weights(words: Sequence[str], tokenizer: Any) -> list[float]:
+    """How long each word takes, in spoken phonemes (its letters without a tokenizer), at least one."""
+    from vssflow.core.phonemes import spoken_phonemes
+
+    out = []
+    for w in words:
+        n = spoken_phonemes(tokenizer, w) if tokenizer is not None else sum(ch.isalnum() for ch in w)
+        out.append(float(max(1, n)))
+    return out
+
+
+def word_times(words: Sequence[str], weights: Sequence[float], activity: Tensor, fps: float,
+               span: tuple[float, float] | None = None) -> list[tuple[float, float]]:
+    """(start, end) seconds per word: the words, in order and with their weights, laid over time so that each
+    takes a share of the cumulative mouth activity equal to its share of the weights (outside `span`, if
+    given, there is no speech)."""
+    a = activity.double().clamp_min(0)
+    t = torch.arange(a.shape[0] + 1, dtype=torch.float64) / fps  # frame edges
+    if span is not None:
+        centres = (torch.arange(a.shape[0], dtype=torch.float64) + 0.5) / fps
+        a = torch.where((centres >= span[0]) & (centres < span[1]), a, torch.zeros_like(a))
+    a = a + 1e-3 * (a.mean() if float(a.sum()) > 0 else 1.0) * (a > 0 if float(a.sum()) > 0 else 1.0)
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), a.cumsum(0)])
+    cum = cum / cum[-1]
+    w = torch.tensor(list(weights), dtype=torch.float64)
+    edges = torch.cat([torch.zeros(1, dtype=torch.float64), w.cumsum(0) / w.sum()])
+    times = _interp(edges, cum, t)
+    return [(float(times[i]), float(times[i + 1])) for i in range(len(words))]
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """np.interp for increasing xp (ties take the first crossing)."""
+    import numpy as np
+
+    xp_np = xp.numpy()
+    # strictly increasing abscissae for np.interp: ties advance by the least amount
+    xp_np = np.maximum.accumulate(xp_np + np.arange(len(xp_np)) * 1e-12)
+    return torch.from_numpy(np.interp(x.numpy(), xp_np, fp.numpy()))
+
+
+@dataclass
+class WindowSpeech:
+    """The words one window speaks and where: transcript (None: no speech) and span (seconds in the clip)."""
+
+    transcript: str | None
+    span: tuple[float, float] | None
+
+
+def split_transcript(pipe: Any, request: Any, windows: Sequence[tuple[float, float]],
+                     owned: Sequence[tuple[float, float]] | None = None) -> list[WindowSpeech]:
+    """The request's transcript per window, split at word boundaries.
+
+    windows: (start, end) seconds of each window; owned: the part of the clip each window is responsible
+    for (cross-fade: windows split at overlap midpoints). A word goes to every window its centre falls in
+    (continuation: a window also hears the words of its known context), or to the window that owns it.
+    Word timings come from `request.meta["word_times"]` ([[word, start, end], ...]) when given, else from
+    mouth activity (`word_times`).
+    """
+    words = request.transcript.split()
+    given = request.meta.get("word_times") if request.meta else None
+    if given:
+        if [str(w[0]) for w in given] != words:
+            raise ContractError("word_times must list the transcript's words in order")
+        times = [(float(w[1]), float(w[2])) for w in given]
+    else:
+        activity, fps = mouth_activity(pipe, request.video)
+        times = word_times(words, word_weights(words, pipe.tokenizer), activity, fps, request.speech_span)
+    out = []
+    regions = owned if owned is not None else windows
+    for (w0, w1), (o0, o1) in zip(windows, regions, strict=True):
+        mine = [i for i, (s, e) in enumerate(times) if o0 <= (s + e) / 2 < o1]
+        if not mine:
+            out.append(WindowSpeech(None, None))
+            continue
+        span = (max(w0, times[mine[0]][0]), min(w1, times[mine[-1]][1]))
+        out.append(WindowSpeech(" ".join(words[i] for i in mine), span))
+    return out
+
+
+def needs_split(pipe: Any, request: Any, seconds: float) -> bool:
+    """Whether a request's speech is longer than one window (its transcript is then split per window)."""
+    if not request.transcript:
+        return False
+    span = request.speech_span or (0.0, seconds)
+    return span[1] - span[0] > pipe.window_s + 1e-6 and seconds > pipe.window_s + 1e-6
+
+
+def owned_regions(windows: Sequence[tuple[float, float]], total: float) -> list[tuple[float, float]]:
+    """Cross-fade windows split at the middle of each overlap: the part of the clip each one speaks."""
+    out = []
+    for k, (s, e) in enumerate(windows):
+        left = 0.0 if k == 0 else (s + windows[k - 1][1]) / 2
+        right = total + 1.0 if k + 1 == len(windows) else (windows[k + 1][0] + e) / 2
+        out.append((left, right))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# generation
+
+
+def generate_continued(
+    pipe: Any, request: Any, seconds: float, *, sampler: Any = None, steps: int | None = None,
+    guidance: float | None = None, seed: int = 0, overlap: float = 1.0, conditioned: bool = True,
+    use_bf16: bool = False,
+) -> tuple[Tensor, list[tuple[float, float]]]:
+    """One clip by continuation: (waveform (S,) exactly `seconds` long, the windows in seconds).
+
+    Given audio (prompt or inpainting) fixes known frames; windows run in order, each with the known frames
+    in it (given, or written by an earlier window) as its audio prompt.
+    """
+    from vssflow.core.windows import Window
+    from vssflow.generation import clip_seed
+
+    model, spec, sr = pipe.model, pipe.model.spec, pipe.sample_rate
+    name = prompt_route(model)
+    hop = model.codec.hop_length
+    total_samples = round(seconds * sr)
+    total = max(1, -(-total_samples // hop))  # latent frames covering the clip
+    window = spec.num_frames
+    overlap_frames = max(1, min(round(overlap * spec.latent_fps), window // 2))
+    length = max(total, window)
+    latents = torch.zeros(length, model.latent_channels)
+    known = torch.zeros(length, dtype=torch.bool)
+    given = given_audio(request, total_samples, sr)
+    if given is not None:
+        z, k = known_latents(model, given, total)
+        latents[:total], known[:total] = z, k
+        if bool(k.all()):
+            log.info("%s: every frame is given; nothing to generate", request.clip_id)
+    plan = plan_continuation(total, window, overlap_frames, known)
+    fps = spec.latent_fps
+    bounds = [(s / fps, e / fps) for s, e in plan]
+    speech = split_transcript(pipe, request, bounds) if needs_split(pipe, request, seconds) else None
+    device = next(model.backbone.parameters()).device
+    for j, (s, e) in enumerate(plan):
+        win = Window(s / fps, window / fps, window / fps)
+        record = pipe._record(request, win, speech[j] if speech is not None else None)
+        conds = pipe._conditions([record], [request]) if conditioned else {}
+        k = known[s:e]
+        conds[name] = {"x": latents[None, s:e].to(device), "known": k[None].to(device),
+                       "present": torch.tensor([bool(k.any())], device=device)}
+        negative = None
+        if conditioned and request.negative:
+            negative = pipe._conditions([pipe._negative_record(record, request)], [request], negative=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = model.generate(conds, batch_size=1, steps=steps, guidance=guidance, sampler=sampler,
+                                 seeds=[clip_seed(seed, request.clip_id, j)], negative=negative, decode=False)
+        latents[s:e] = out.latent[0].float().cpu()
+        known[s:e] = True
+    with torch.no_grad():
+        mel = model.codec.decode(latents[None, :total].to(device))
+        wav = model.vocoder(mel)[0].float().cpu()
+    wav = wav[:total_samples]
+    if wav.shape[0] < total_samples:
+        wav = torch.cat([wav, wav.new_zeros(total_samples - wav.shape[0])])
+    if given is not None:
+        wav = paste_given(wav, given, round(FADE_S * sr))
+    return wav, bounds
