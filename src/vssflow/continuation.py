@@ -183,9 +183,26 @@ def mouth_activity(pipe: Any, video: Path, fps: float = 25.0) -> tuple[Tensor, f
         y = 0.299 * frames[:, 0] + 0.587 * frames[:, 1] + 0.114 * frames[:, 2]  # (L, H, W)
         h, w = y.shape[-2:]
         crops = y[:, round(0.6 * h) : round(0.95 * h), round(0.25 * w) : round(0.75 * w)]
-    diff = (crops[1:] - crops[:-1]).abs().flatten(1).mean(1)  # (L - 1,)
+    # the crop's sorted luma values: the mouth opening (dark inside, teeth) changes them, a slight head
+    # motion that shifts the crop by a pixel or two hardly does
+    values = crops.flatten(1).sort(dim=1).values  # (L, P)
+    diff = (values[1:] - values[:-1]).abs().mean(1)  # (L - 1,)
     activity = torch.cat([diff[:1], diff]) if diff.numel() else torch.zeros(crops.shape[0])
-    return activity, fps
+    return speaking(activity, fps), fps
+
+
+def speaking(activity: Tensor, fps: float, smooth_s: float = 0.2, level: float = 0.45) -> Tensor:
+    """Where the mouth moves, (L,) in {0, 1}: frame changes averaged over `smooth_s` (a mouth is still for a
+    frame or two inside a word), above `level` x their 90th percentile. Speech is laid over these frames
+    evenly, so bursts of motion do not pull words towards them."""
+    if activity.numel() == 0:
+        return activity
+    k = max(1, round(smooth_s * fps)) | 1  # odd
+    smooth = torch.nn.functional.avg_pool1d(activity[None, None].float(), k, 1, k // 2, count_include_pad=False)[0, 0]
+    top = float(torch.quantile(smooth, 0.9))
+    if top <= 0:
+        return torch.zeros_like(smooth)
+    return (smooth > level * top).float()
 
 
 def word_weights(words: Sequence[str], tokenizer: Any) -> list[float]:
@@ -209,23 +226,32 @@ def word_times(words: Sequence[str], weights: Sequence[float], activity: Tensor,
     if span is not None:
         centres = (torch.arange(a.shape[0], dtype=torch.float64) + 0.5) / fps
         a = torch.where((centres >= span[0]) & (centres < span[1]), a, torch.zeros_like(a))
-    a = a + 1e-3 * (a.mean() if float(a.sum()) > 0 else 1.0) * (a > 0 if float(a.sum()) > 0 else 1.0)
+    if float(a.sum()) <= 0:  # no visible speech: spread the words evenly
+        a = torch.ones_like(a)
     cum = torch.cat([torch.zeros(1, dtype=torch.float64), a.cumsum(0)])
     cum = cum / cum[-1]
     w = torch.tensor(list(weights), dtype=torch.float64)
     edges = torch.cat([torch.zeros(1, dtype=torch.float64), w.cumsum(0) / w.sum()])
-    times = _interp(edges, cum, t)
-    return [(float(times[i]), float(times[i + 1])) for i in range(len(words))]
+    return [(_at(cum, t, float(edges[i]), start=True), _at(cum, t, float(edges[i + 1]), start=False))
+            for i in range(len(words))]
 
 
-def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
-    """np.interp for increasing xp (ties take the first crossing)."""
-    import numpy as np
-
-    xp_np = xp.numpy()
-    # strictly increasing abscissae for np.interp: ties advance by the least amount
-    xp_np = np.maximum.accumulate(xp_np + np.arange(len(xp_np)) * 1e-12)
-    return torch.from_numpy(np.interp(x.numpy(), xp_np, fp.numpy()))
+def _at(cum: Tensor, t: Tensor, level: float, start: bool) -> float:
+    """The time where the cumulative share `cum` (over edges `t`) reaches `level`: a word starts at the last
+    such time (after any still stretch before it) and ends at the first."""
+    n = cum.shape[0] - 1
+    q = torch.tensor([level], dtype=cum.dtype)
+    if start:
+        j = int(torch.searchsorted(cum, q, right=True)) - 1
+        j = min(max(j, 0), n - 1)
+        lo, hi = j, j + 1
+    else:
+        j = int(torch.searchsorted(cum, q, right=False))
+        j = min(max(j, 1), n)
+        lo, hi = j - 1, j
+    step = float(cum[hi] - cum[lo])
+    frac = (level - float(cum[lo])) / step if step > 0 else (0.0 if start else 1.0)
+    return float(t[lo] + min(max(frac, 0.0), 1.0) * (t[hi] - t[lo]))
 
 
 @dataclass
