@@ -86,7 +86,7 @@ class SeamDiscontinuity(Metric):
         seam = [peak(round(s * fps), round(e * fps)) for s, e in joins]
         blocked = torch.zeros(frames, dtype=torch.bool)
         for s, e in joins:  # stretches inside windows stay a context away from every join
-            blocked[max(0, round(s * fps) - self.context - width) : round(e * fps) + self.context + 1] = True
+            blocked[max(0, round(s * fps) - self.context) : round(e * fps) + self.context + 1] = True
         inside, f = [], 0
         while f + width <= frames:
             if not bool(blocked[f : f + width + 1].any()):

@@ -56,6 +56,15 @@ def resolve_long(pipe: Any, long: str | None) -> str:
 
 def check_prompt_request(pipe: Any, request: Any, seconds: float) -> None:
     """Refuse a prompt or inpainting request the checkpoint or the files cannot serve (one line each)."""
+    if request.voice_prompt is not None:
+        if prompt_route(pipe.model) is None:
+            raise ContractError(f"{pipe.source} has no audio-prompt route; --voice-prompt needs a checkpoint trained "
+                                "with one (e.g. recipes/visualtts-tiny-prompt.yaml)")
+        if request.prompt_audio is not None or request.inpaint is not None:
+            raise ContractError("--voice-prompt goes before generated audio; it cannot be combined with "
+                                "--prompt-audio or --inpaint")
+        if not Path(request.voice_prompt).is_file():
+            raise MediaError(f"{request.voice_prompt}: voice prompt not found")
     wants = request.prompt_audio is not None or request.inpaint is not None
     if not wants:
         if request.audio is not None:
@@ -123,6 +132,44 @@ def known_latents(model: Any, given: GivenAudio, frames: int) -> tuple[Tensor, T
     known = mask.view(frames, hop).all(1)
     known[n:] = False
     return out, known
+
+
+def prompt_frames(model: Any, seconds: float) -> int:
+    """Latent frames a reference recording of `seconds` takes before the clip: at most half a window, and a
+    whole number of frames of every time-aligned raw input (video at 25 and 10 fps: multiples of 0.2 s), so
+    the clip's conditions shift by whole frames."""
+    spec = model.spec
+    rates = [e.contract.fps for e in model.encoders.values()
+             if e.contract.modality in ("video", "features") and e.contract.fps]
+    limit = spec.num_frames // 2
+    frames = min(limit, max(1, round(seconds * spec.latent_fps)))
+    while frames > 0:
+        if all(abs(frames * f / spec.latent_fps - round(frames * f / spec.latent_fps)) < 1e-6 for f in rates):
+            return frames
+        frames -= 1
+    return 0
+
+
+def shift_conditions(model: Any, conditions: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Batch-format conditions of a window moved `seconds` later in it: time-aligned inputs get that many
+    masked (absent) frames in front and lose as many at the end; transcript spans and times move too."""
+    out = {}
+    for name, entry in conditions.items():
+        mod = model.encoders[name].contract.modality
+        fps = model.encoders[name].contract.fps
+        entry = dict(entry)
+        if mod in ("video", "features") and fps:
+            n = round(seconds * fps)
+            x, mask = entry["x"], entry["mask"]
+            length = x.shape[1]
+            entry["x"] = torch.cat([x.new_zeros(x.shape[0], n, *x.shape[2:]), x], dim=1)[:, :length]
+            entry["mask"] = torch.cat([mask.new_zeros(mask.shape[0], n), mask], dim=1)[:, :length]
+        elif mod == "transcript":
+            for key in ("span", "times"):
+                if key in entry:
+                    entry[key] = entry[key] + seconds
+        out[name] = entry
+    return out
 
 
 def plan_continuation(total: int, window: int, overlap: int, known: Tensor) -> list[tuple[int, int]]:
@@ -293,12 +340,14 @@ def split_transcript(pipe: Any, request: Any, windows: Sequence[tuple[float, flo
     return out
 
 
-def needs_split(pipe: Any, request: Any, seconds: float) -> bool:
-    """Whether a request's speech is longer than one window (its transcript is then split per window)."""
+def needs_split(pipe: Any, request: Any, seconds: float, room: float | None = None) -> bool:
+    """Whether a request's speech is longer than the `room` of one window (default: the whole window); its
+    transcript is then split per window."""
+    room = pipe.window_s if room is None else room
     if not request.transcript:
         return False
     span = request.speech_span or (0.0, seconds)
-    return span[1] - span[0] > pipe.window_s + 1e-6 and seconds > pipe.window_s + 1e-6
+    return span[1] - span[0] > room + 1e-6 and seconds > room + 1e-6
 
 
 def owned_regions(windows: Sequence[tuple[float, float]], total: float) -> list[tuple[float, float]]:
@@ -344,12 +393,24 @@ def generate_continued(
         latents[:total], known[:total] = z, k
         if bool(k.all()):
             log.info("%s: every frame is given; nothing to generate", request.clip_id)
-    plan = plan_continuation(total, window, overlap_frames, known)
     fps = spec.latent_fps
-    bounds = [(s / fps, e / fps) for s, e in plan]
-    speech = split_transcript(pipe, request, bounds) if needs_split(pipe, request, seconds) else None
     device = next(model.backbone.parameters()).device
-    for j, (s, e) in enumerate(plan):
+    voice = _voice_prompt(pipe, request)  # (reference latents (r, C), r) or None
+    lead: list[tuple[float, float]] = []
+    after = known
+    if voice is not None:
+        own = min(window - voice[1], total)  # the clip frames the voice-prompted first window writes
+        lead = [(0.0, own / fps)]
+        after = known.clone()
+        after[:own] = True
+    plan = plan_continuation(total, window, overlap_frames, after)
+    bounds = lead + [(s / fps, e / fps) for s, e in plan]
+    room = (window - voice[1]) / fps if voice is not None else pipe.window_s
+    speech = split_transcript(pipe, request, bounds) if needs_split(pipe, request, seconds, room) else None
+    if voice is not None:
+        _voice_window(pipe, request, voice, total, latents, known, speech[0] if speech else None, seed=seed,
+                      sampler=sampler, steps=steps, guidance=guidance, conditioned=conditioned, use_bf16=use_bf16)
+    for j, (s, e) in enumerate(plan, start=len(lead)):
         win = Window(s / fps, window / fps, window / fps)
         record = pipe._record(request, win, speech[j] if speech is not None else None)
         conds = pipe._conditions([record], [request]) if conditioned else {}
@@ -373,3 +434,51 @@ def generate_continued(
     if given is not None:
         wav = paste_given(wav, given, round(FADE_S * sr))
     return wav, bounds
+
+
+def _voice_prompt(pipe: Any, request: Any) -> tuple[Tensor, int] | None:
+    """The voice prompt's latents (r, C) and r, its frames before the clip (`prompt_frames`), or None."""
+    from vssflow.core.media import read_audio
+
+    if request.voice_prompt is None:
+        return None
+    model = pipe.model
+    ref, _ = read_audio(request.voice_prompt, pipe.sample_rate)
+    r = prompt_frames(model, ref.shape[0] / pipe.sample_rate)
+    if r == 0:
+        raise ContractError(f"{request.voice_prompt}: the voice prompt is shorter than one latent frame")
+    device = next(model.backbone.parameters()).device
+    with torch.no_grad():
+        z = model.codec.encode(ref[None, : r * model.codec.hop_length].to(device))[0].float().cpu()
+    out = torch.zeros(r, model.latent_channels)
+    out[: min(r, z.shape[0])] = z[:r]
+    return out, r
+
+
+def _voice_window(pipe: Any, request: Any, voice: tuple[Tensor, int], total: int, latents: Tensor,
+                  known: Tensor, part: WindowSpeech | None, *, seed: int, sampler: Any, steps: int | None,
+                  guidance: float | None, conditioned: bool, use_bf16: bool) -> None:
+    """The first window as [reference | the clip's first seconds]: the reference's latents known, the clip's
+    conditions moved after it (`shift_conditions`); its generated part fills the clip's first frames
+    (`latents` and `known` are updated)."""
+    from vssflow.core.windows import Window
+    from vssflow.generation import clip_seed
+
+    model, spec = pipe.model, pipe.model.spec
+    name, window, fps = prompt_route(model), spec.num_frames, spec.latent_fps
+    z, r = voice
+    x = torch.zeros(window, model.latent_channels)
+    x[:r] = z
+    k = torch.zeros(window, dtype=torch.bool)
+    k[:r] = True
+    own = min(window - r, total)
+    device = next(model.backbone.parameters()).device
+    record = pipe._record(request, Window(0.0, window / fps, window / fps), part)
+    conds = pipe._conditions([record], [request]) if conditioned else {}
+    conds = shift_conditions(model, conds, r / fps)
+    conds[name] = {"x": x[None].to(device), "known": k[None].to(device), "present": torch.tensor([True], device=device)}
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        out = model.generate(conds, batch_size=1, steps=steps, guidance=guidance, sampler=sampler,
+                             seeds=[clip_seed(seed, request.clip_id, 0)], decode=False)
+    latents[:own] = torch.where(known[:own, None], latents[:own], out.latent[0, r : r + own].float().cpu())
+    known[:own] = True

@@ -55,12 +55,14 @@ class ClipRequest:
     prompt_audio: Path | None = None  # continuation: audio whose first seconds are given (docs/continuation.md)
     inpaint: tuple[float, float] | None = None  # regenerate [start, end) seconds of `audio`
     audio: Path | None = None  # the soundtrack `inpaint` changes
+    voice_prompt: Path | None = None  # a recording put before the clip as known audio (its voice carries over)
 
     def __post_init__(self) -> None:
         self.video = Path(self.video)
         self.speaker = Path(self.speaker) if self.speaker is not None else None
         self.prompt_audio = Path(self.prompt_audio) if self.prompt_audio is not None else None
         self.audio = Path(self.audio) if self.audio is not None else None
+        self.voice_prompt = Path(self.voice_prompt) if self.voice_prompt is not None else None
         self.clip_id = self.clip_id or self.video.stem
         self.negative = dict(self.negative)
 
@@ -353,13 +355,14 @@ class Pipeline:
         effective = sampler_obj or self.model.sampler
         if conditioned and effective is not None:
             warn_unseen_guidance(self.recipe, getattr(effective, "condition_guidance", {}) or {})
-        from vssflow.continuation import generate_continued, needs_split, owned_regions, resolve_long, split_transcript
+        from vssflow import continuation as cont
 
-        mode = resolve_long(self, long)
+        mode = cont.resolve_long(self, long)
         for i, (seconds, _) in enumerate(checked):  # window by window, each continuing the one before
             r = requests[i]
-            if r.prompt_audio is not None or r.inpaint is not None or (mode == "continuation" and seconds > self.window_s):
-                yield i, generate_continued(self, r, seconds, sampler=sampler_obj, steps=steps, guidance=guidance,
+            if r.prompt_audio is not None or r.inpaint is not None or r.voice_prompt is not None or (
+                    mode == "continuation" and seconds > self.window_s):
+                yield i, cont.generate_continued(self, r, seconds, sampler=sampler_obj, steps=steps, guidance=guidance,
                                             seed=seed, overlap=overlap, conditioned=conditioned, use_bf16=use_bf16)[0]
                 checked[i] = None  # type: ignore[call-overload]
         speech: dict[tuple[int, int], Any] = {}
@@ -375,9 +378,9 @@ class Pipeline:
             plan = plan_windows(planned, self.window_s, min(overlap, self.window_s / 2))
             plans.append(plan)
             jobs += [(i, j, w) for j, w in enumerate(plan)]
-            if needs_split(self, requests[i], seconds):
+            if cont.needs_split(self, requests[i], seconds):
                 bounds = [(w.start, w.start + w.length) for w in plan]
-                parts = split_transcript(self, requests[i], bounds, owned_regions(bounds, seconds))
+                parts = cont.split_transcript(self, requests[i], bounds, cont.owned_regions(bounds, seconds))
                 speech.update({(i, j): part for j, part in enumerate(parts)})
         chunks: dict[tuple[int, int], torch.Tensor] = {}
         for start in tqdm(range(0, len(jobs), batch_size), disable=not progress, desc="generate", unit="batch"):
@@ -408,7 +411,7 @@ class Pipeline:
         """Convenience: one video -> waveform (S,). kwargs: transcript, caption, negative_prompt, negative
         ({condition: value}), speaker, speech_span, prompt_audio, inpaint + audio, steps, long, ..."""
         req_keys = {"transcript", "speaker", "speech_span", "caption", "negative_prompt", "negative", "prompt_audio",
-                    "inpaint", "audio"}
+                    "inpaint", "audio", "voice_prompt"}
         request = ClipRequest(Path(video), **{k: v for k, v in kwargs.items() if k in req_keys})
         return self.generate([request], **{k: v for k, v in kwargs.items() if k not in req_keys})[0]
 
@@ -514,8 +517,8 @@ def generate_cli(args: Any) -> Iterator[Path]:
     pipe = load_pipeline(args.checkpoint, device=args.device, ema=not args.no_ema)
     if args.manifest:
         if args.transcript is not None or args.speaker or args.speech_span or getattr(args, "caption", None) or any(
-                getattr(args, k, None) for k in ("prompt_audio", "inpaint", "audio")):
-            raise ContractError("--transcript/--caption/--speaker/--speech-span/--prompt-audio/--inpaint/--audio go "
+                getattr(args, k, None) for k in ("prompt_audio", "inpaint", "audio", "voice_prompt")):
+            raise ContractError("--transcript/--caption/--speaker/--speech-span/--prompt-audio/--inpaint/--audio/--voice-prompt go "
                                 "with --video; a manifest has its own fields")
         requests = requests_from_manifest(args.manifest)
         for request in requests:
@@ -526,7 +529,7 @@ def generate_cli(args: Any) -> Iterator[Path]:
                               caption=getattr(args, "caption", None),
                               negative_prompt=getattr(args, "negative_prompt", None),
                               prompt_audio=getattr(args, "prompt_audio", None), inpaint=getattr(args, "inpaint", None),
-                              audio=getattr(args, "audio", None))
+                              audio=getattr(args, "audio", None), voice_prompt=getattr(args, "voice_prompt", None))
         problem = file_name_problem(request.clip_id)
         if problem:
             raise ContractError(f"{args.video}: the video's name cannot name an output file ({problem}); rename it")
@@ -536,14 +539,16 @@ def generate_cli(args: Any) -> Iterator[Path]:
     def prompts(request: ClipRequest) -> dict[str, str]:  # what a clip was generated with, beyond seed and checkpoint
         given = {"caption": request.caption, "negative_prompt": request.negative_prompt,
                  "prompt_audio": str(request.prompt_audio) if request.prompt_audio else None,
-                 "inpaint": list(request.inpaint) if request.inpaint else None}
+                 "inpaint": list(request.inpaint) if request.inpaint else None,
+                 "voice_prompt": str(request.voice_prompt) if request.voice_prompt else None}
         return {k: v for k, v in given.items() if v is not None}
 
     asked = {r.clip_id: prompts(r) for r in requests}
     todo = [r for r in requests
             if not (r.clip_id in done and done[r.clip_id].get("seed") == args.seed
                     and done[r.clip_id].get("checkpoint") == checkpoint
-                    and {k: done[r.clip_id][k] for k in ("caption", "negative_prompt", "prompt_audio", "inpaint")
+                    and {k: done[r.clip_id][k] for k in ("caption", "negative_prompt", "prompt_audio", "inpaint",
+                                                           "voice_prompt")
                          if k in done[r.clip_id]}
                     == asked[r.clip_id])]
     if len(todo) < len(requests):

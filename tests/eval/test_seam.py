@@ -28,6 +28,8 @@ def test_joins_between_different_sounds_stand_out_and_continuous_sound_does_not(
     assert 0.7 < smooth < 1.5
     assert seam > 3 * smooth
     assert math.isnan(float(metric(noise[None, : 3 * SR])[0]))  # one window: no join
+    minute = float(metric(0.1 * torch.randn(1, 60 * SR, generator=g))[0])  # 19 windows, joins every 3 s
+    assert 0.7 < minute < 1.5
 
 
 def test_windows_from_labels_replace_the_default_layout():

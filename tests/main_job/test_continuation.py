@@ -140,3 +140,26 @@ def test_cli_refuses_continuation_without_the_route(tmp_path, micro_checkpoint):
     done = vssflow("generate", "--checkpoint", str(micro_checkpoint), "--video", str(video), "--prompt-audio",
                    str(tone(tmp_path / "a.wav", 0.5)), "--out", str(tmp_path / "o"))
     assert done.returncode != 0 and "--prompt-audio and --inpaint need a checkpoint" in done.stderr
+
+
+def test_a_voice_prompt_goes_before_the_clip_and_moves_its_conditions(tmp_path, pipe, monkeypatch):
+    from vssflow.continuation import prompt_frames
+
+    model = pipe.model
+    calls = []
+    original = model.generate
+    monkeypatch.setattr(model, "generate", lambda conds, **k: calls.append(conds) or original(conds, **k))
+    video = moving_square(tmp_path / "v.mp4", 1.6, 25.0)
+    ref = tone(tmp_path / "voice.wav", 0.33, 220.0)
+    wav = pipe.generate_clip(video, voice_prompt=ref, steps=2)
+    assert wav.shape == (round(1.6 * SR),)  # the clip only, not the reference
+    r = prompt_frames(model, 0.33)
+    assert r == 20  # 0.2 s: whole frames of the 5 and 25 fps video inputs, at most half the 1 s window
+    first = calls[0]
+    voice, _ = read_audio(ref, SR)
+    z = model.codec.encode(voice[None, : r * model.codec.hop_length])
+    assert first["prompt"]["known"][0, :r].all() and not first["prompt"]["known"][0, r:].any()
+    assert torch.allclose(first["prompt"]["x"][0, :r], z[0, :r])
+    assert not first["sync"]["mask"][0, :5].any() and first["sync"]["mask"][0, 5:].all()  # 0.2 s at 25 fps
+    assert not first["video"]["mask"][0, :1].any() and first["video"]["mask"][0, 1:].all()  # 0.2 s at 5 fps
+    assert len(calls) == 3  # the first window writes 0.8 s of the clip; 0.5 s new per window after it

@@ -34,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inpaint", type=_span, metavar="START:END",
                    help="regenerate START:END seconds of --audio, keeping the rest (audio-prompt route)")
     p.add_argument("--audio", metavar="WAV", help="the existing soundtrack --inpaint changes")
+    p.add_argument("--voice-prompt", metavar="WAV",
+                   help="a recording of the voice, put before the clip as known audio (audio-prompt route); the "
+                        "output is the clip only")
     p.add_argument("--long", choices=["continuation", "crossfade"], default=None,
                    help="how windows of long videos join: each continues the one before (default with an "
                         "audio-prompt route) or independent windows cross-faded")
