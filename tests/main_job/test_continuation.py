@@ -115,18 +115,30 @@ def test_cli_trains_the_prompt_route_and_inpaints(tmp_path, prompt_checkpoint):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--inpaint", "0.5:1.0"], "--inpaint needs the soundtrack it changes: --audio FILE"),
-    (["--audio", "{a}"], "pass --inpaint START:END with it"),
-    (["--inpaint", "5:6", "--audio", "{a}"], "starts after the video's end"),
-    (["--prompt-audio", "{a}", "--inpaint", "0:1", "--audio", "{a}"], "pass one of them"),
+@pytest.mark.parametrize("fields, message", [
+    ({"inpaint": (0.5, 1.0)}, "--inpaint needs the soundtrack it changes: --audio FILE"),
+    ({"audio": "{a}"}, "pass --inpaint START:END with it"),
+    ({"inpaint": (5.0, 6.0), "audio": "{a}"}, "starts after the video's end"),
+    ({"prompt_audio": "{a}", "inpaint": (0.0, 1.0), "audio": "{a}"}, "pass one of them"),
+    ({"voice_prompt": "{a}", "prompt_audio": "{a}"}, "cannot be combined with --prompt-audio or --inpaint"),
+    ({"prompt_audio": "{missing}"}, "audio not found"),
 ])
-def test_cli_refuses_prompt_mistakes_in_one_line(tmp_path, prompt_checkpoint, args, message):
+def test_prompt_mistakes_are_refused_before_generating(tmp_path, pipe, fields, message):
+    from vssflow.core.errors import VssflowError
+    from vssflow.generation import ClipRequest
+
     video = moving_square(tmp_path / "in.mp4", 1.0, 25.0)
     a = tone(tmp_path / "a.wav", 1.0)
+    values = {k: (v.format(a=a, missing=tmp_path / "no.wav") if isinstance(v, str) else v) for k, v in fields.items()}
+    with pytest.raises(VssflowError, match=message):
+        pipe.check(ClipRequest(video, **values))
+
+
+def test_cli_refuses_a_prompt_mistake_in_one_line(tmp_path, prompt_checkpoint):
+    video = moving_square(tmp_path / "in.mp4", 1.0, 25.0)
     done = vssflow("generate", "--checkpoint", str(prompt_checkpoint), "--video", str(video), "--out",
-                   str(tmp_path / "o"), *[x.format(a=a) for x in args])
-    assert done.returncode != 0 and message in done.stderr
+                   str(tmp_path / "o"), "--inpaint", "0.5:1.0")
+    assert done.returncode != 0 and "--inpaint needs the soundtrack it changes: --audio FILE" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
