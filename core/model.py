@@ -414,7 +414,6 @@ class FlowModel(nn.Module):
                 out.wav = self.vocoder(out.mel)  # (B, S)
         return out
 
-
     def keep_known(self, latent: Tensor, conditions: Mapping[str, Any]) -> Tensor:
         """Latents (B, T, C) with every frame an audio-prompt condition gives replaced by the given one."""
         for name in self.prompt_names:

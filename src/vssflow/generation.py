@@ -342,7 +342,8 @@ class Pipeline:
         guidance override them. precision: "bf16" runs the model under bf16 autocast on CUDA (fp32
         elsewhere); None takes the recipe's train.precision. long: how windows of a long video join,
         "continuation" (each continues the one before; the default with an audio-prompt route) or
-        "crossfade"; requests with `prompt_audio` or `inpaint` always continue (src/vssflow/continuation.py).
+        "crossfade"; requests with `prompt_audio`, `inpaint` or `voice_prompt` always continue
+        (src/vssflow/continuation.py).
         """
         from tqdm import tqdm
 
@@ -358,10 +359,10 @@ class Pipeline:
         from vssflow import continuation as cont
 
         mode = cont.resolve_long(self, long)
-        for i, (seconds, _) in enumerate(checked):  # window by window, each continuing the one before
+        for i, (seconds, frame_s) in enumerate(checked):  # window by window, each continuing the one before
             r = requests[i]
             if r.prompt_audio is not None or r.inpaint is not None or r.voice_prompt is not None or (
-                    mode == "continuation" and seconds > self.window_s):
+                    mode == "continuation" and seconds > self.window_s + frame_s + 1e-6):
                 yield i, cont.generate_continued(self, r, seconds, sampler=sampler_obj, steps=steps, guidance=guidance,
                                             seed=seed, overlap=overlap, conditioned=conditioned, use_bf16=use_bf16)[0]
                 checked[i] = None  # type: ignore[call-overload]
