@@ -384,7 +384,7 @@ class Pipeline:
                 parts = cont.split_transcript(self, requests[i], bounds, cont.owned_regions(bounds, seconds))
                 speech.update({(i, j): part for j, part in enumerate(parts)})
         chunks: dict[tuple[int, int], torch.Tensor] = {}
-        for start in tqdm(range(0, len(jobs), batch_size), disable=not progress, desc="generate", unit="batch"):
+        for start in tqdm(range(0, len(jobs), batch_size), disable=not progress or not jobs, desc="generate", unit="batch"):
             part = jobs[start : start + batch_size]
             records = [self._record(requests[i], w, speech.get((i, j))) for i, j, w in part]
             reqs = [requests[i] for i, _, _ in part]
