@@ -121,7 +121,7 @@ class PANNsMetricParams(_Params):
 class WERParams(_Params):
     """ASR decoding."""
 
-    grammar: str | None = None  # None: open vocabulary; "grid": the GRID grammar; or a JSGF file path
+    grammar: str | None = None  # None: open vocabulary; "grid": the GRID grammar ("grid-talk": 1+ sentences); or a JSGF file
     vocabulary: list[str] | None = None  # a closed word list (word-loop grammar)
 
 
