@@ -34,7 +34,7 @@ from .sequence import SequenceSpec, pad_or_trim
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ("video", "transcript", "caption", "speaker", "audio", "features")
+MODALITIES = ("video", "transcript", "caption", "speaker", "audio", "features", "prompt")
 CAPTION_PAD_ID = 0
 CAPTION_VOCAB = 257  # UTF-8 bytes shifted by one; 0 = padding
 CROPS = ("start", "random", "center")
@@ -295,6 +295,8 @@ class ClipDataset(Dataset):
     ) -> dict[str, Any] | None:
         from .media import read_audio, read_video
 
+        if modality == "prompt":
+            return None  # the model builds audio prompts from the target latents (core/model.py)
         if name in self.features:
             return self._cached(name, contract, record, t0, valid_s)
         if modality == "video":

@@ -139,6 +139,25 @@ class Encoder(nn.Module, Conformable):
         raise NotImplementedError
 
 
+class PromptEncoder(Encoder):
+    """Known audio as a condition: latents (B, T, C) of the audio being generated, with a mask of the frames
+    that are given (B, T), on the latent grid (`fps` = the latent frame rate). Docs: docs/continuation.md.
+
+    The model builds this condition itself: in training from the target latents and the known spans that
+    `draw_known` picks per sample (the loss then counts only the unknown frames); at generation from the
+    codec's encoding of given audio, or from the window before (continuation). Generated latents keep the
+    given frames exactly. `forward(x (B, T, C), mask (B, T), known=(B, T) bool) -> Condition`.
+    """
+
+    modality: ClassVar[str] = "prompt"
+    latent_channels: int
+
+    def draw_known(self, valid: Tensor, generators: list[torch.Generator | None]) -> Tensor:
+        """Which frames are given, per sample: valid (B, T) bool, one generator per sample -> (B, T) bool
+        (a subset of `valid`, never all of it; all False means no prompt for that sample)."""
+        raise NotImplementedError
+
+
 class Codec(nn.Module, Conformable):
     """Waveform <-> latent the flow is trained on. encode: (B, S) -> (B, T, C); decode: (B, T, C) -> mel (B, M, F).
 

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from .conditioning import Aggregator, Backbone, Conditioning, condition_keep
 from .errors import ContractError
 from .flow import FlowLoss, FlowMatching
-from .interfaces import Codec, Condition, Encoder, Vocoder, lengths_mask
+from .interfaces import Codec, Condition, Encoder, PromptEncoder, Vocoder, lengths_mask
+from .prompt import prompt_generators
 from .sampling import GuidedVelocity, Sampler
 from .sequence import SequenceSpec
 
@@ -87,6 +88,9 @@ class FlowModel(nn.Module):
         self.encoders = nn.ModuleDict(dict(encoders))
         self.aggregators = nn.ModuleDict(dict(aggregators))
         self.names = list(encoders)  # recipe order: channel order, guidance chain order
+        # audio-prompt conditions (known latents + mask): built by the model itself, kept in every guidance
+        # variant, outside the joint dropout (docs/continuation.md)
+        self.prompt_names = [n for n in self.names if isinstance(encoders[n], PromptEncoder)]
         self.spec = spec
         self.flow = flow or FlowMatching()
         self.dropout = {name: float((dropout or {}).get(name, 0.0)) for name in self.names}
@@ -216,7 +220,8 @@ class FlowModel(nn.Module):
         if self.dropout_mode == "per-batch":
             u = u[:1].expand_as(u)
         joint = u[:, 0] < self.cond_dropout  # (B,)
-        return {name: (u[:, 1 + i] < self.dropout[name]) | joint for i, name in enumerate(self.names)}
+        return {name: (u[:, 1 + i] < self.dropout[name]) | (joint if name not in self.prompt_names else False)
+                for i, name in enumerate(self.names)}
 
     def draw_noise(
         self,
@@ -264,11 +269,36 @@ class FlowModel(nn.Module):
         x1, mask = self.encode_latent(batch)  # (B, T, C), (B, T)
         b, frames = x1.shape[:2]
         t, x0, u = self.draw_noise(x1, batch.get("seeds"), generator)
-        encoded = self.encode_conditions(batch.get("conditions", {}), b)
+        conditions, loss_mask = self.training_prompts(batch, x1, mask, generator)
+        encoded = self.encode_conditions(conditions, b)
         drop = self.dropout_from_uniforms(u) if self.training else {}
         conditioning = self.aggregate(encoded, b, frames, drop, device=x1.device)
-        result = self.flow.loss(lambda t, x: self.velocity(x, t, conditioning, mask), x1, mask, t=t, x0=x0)
+        result = self.flow.loss(lambda t, x: self.velocity(x, t, conditioning, mask), x1, loss_mask, t=t, x0=x0)
         return result, drop
+
+    def training_prompts(
+        self, batch: Mapping[str, Any], x1: Tensor, mask: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[dict[str, Any], Tensor]:
+        """The batch's conditions plus each audio-prompt condition drawn from the targets, and the loss mask.
+
+        Each prompt encoder picks known spans per sample (`PromptEncoder.draw_known`, from the sample's seed
+        when the batch has seeds); the condition carries x1 with those frames known, and the loss counts only
+        frames that are valid and not given (a sample with no known frame has no prompt: null embedding).
+        """
+        conditions = dict(batch.get("conditions", {}))
+        if not self.prompt_names:
+            return conditions, mask
+        gens = prompt_generators(batch.get("seeds"), x1.shape[0], generator)
+        unknown = mask
+        for name in self.prompt_names:
+            entry = conditions.get(name)
+            if isinstance(entry, Mapping) and "known" in entry:  # given by the caller (a test, a fixed evaluation)
+                known = entry["known"].to(mask.device)
+            else:
+                known = self.encoders[name].draw_known(mask, gens)  # (B, T)
+                conditions[name] = {"x": x1, "known": known, "present": known.any(1)}
+            unknown = unknown & ~known
+        return conditions, unknown
 
     def loss(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> Tensor:
         """Scalar flow-matching loss of a batch (masked MSE on the latent channels)."""
@@ -310,12 +340,12 @@ class FlowModel(nn.Module):
         encoded_negative = self.encode_conditions(negative, batch_size)  # absent where no sample has one
         for name, neg in encoded_negative.items():  # every variant of a condition: one token/frame count
             encoded[name], encoded_negative[name] = _common_length(encoded.get(name), neg)
-        plan = sampler.guidance_plan(self.names)
+        plan = sampler.guidance_plan([n for n in self.names if n not in self.prompt_names])
         variants = []
         for term in plan:
             chosen, drop = dict(encoded), {}
             for n in self.names:
-                if n in term.keep:
+                if n in term.keep or n in self.prompt_names:  # given audio is context in every variant
                     drop[n] = torch.zeros(batch_size, dtype=torch.bool, device=device)
                 elif n in encoded_negative:  # the negative replaces the null branch of this condition
                     chosen[n] = encoded_negative[n]
@@ -376,12 +406,25 @@ class FlowModel(nn.Module):
         else:
             x0 = torch.randn(b, frames, self.latent_channels, generator=generator, device=device)  # (B, T, C)
         result = sampler(field, x0)
-        latent = result.x  # (B, T, C)
+        latent = self.keep_known(result.x, conditions)  # (B, T, C)
         mask = torch.ones(b, frames, dtype=torch.bool, device=device)
         out = Generation(latent, mask, nfe=result.nfe)
         if decode:
             out.mel, out.wav = decode_latent(self.codec, self.vocoder, latent)
         return out
+
+    def keep_known(self, latent: Tensor, conditions: Mapping[str, Any]) -> Tensor:
+        """Latents (B, T, C) with every frame an audio-prompt condition gives replaced by the given one."""
+        for name in self.prompt_names:
+            entry = conditions.get(name)
+            if entry is None or isinstance(entry, Condition) or "known" not in entry:
+                continue
+            known = entry["known"].to(latent.device)[..., None]  # (B, T, 1)
+            if entry.get("present") is not None:
+                known = known & entry["present"].to(latent.device).bool()[:, None, None]
+            given = entry["x"].to(latent.device, latent.dtype)[:, : latent.shape[1]]
+            latent = torch.where(known[:, : latent.shape[1]], given, latent)
+        return latent
 
 
 def decode_latent(codec: Codec, vocoder: Vocoder | None, latent: Tensor) -> tuple[Tensor | None, Tensor | None]:

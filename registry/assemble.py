@@ -3,7 +3,7 @@ through `vssflow.registry.create`, with its recipe params plus the sizes it need
 
     codec, vocoder                 -> SequenceSpec(audio.sample_rate, codec.hop_length, audio.duration_s)
     backbone params (validated)    -> width, context_dim (default: width)
-    per condition: encoder         -> dim, fps
+    per condition: encoder         -> dim, fps   (an audio-prompt encoder <- latent channels and frame rate)
                    aggregator      <- AggregatorDims(encoder dim, encoder fps, width, context_dim)
     backbone                       <- latent_channels = codec channels, cond_channels = sum of the
                                       aggregators' channels, cross_attention = any aggregator uses context
@@ -141,6 +141,17 @@ def _vocoder_for(recipe: Recipe, codec: Any, create: Callable[..., Any]) -> Voco
     return vocoder
 
 
+def _encoder_runtime(ref: Any, codec: Any, spec: SequenceSpec) -> dict[str, Any] | None:
+    """Sizes for encoders that read the latent itself (an audio prompt): their factory has `latent_runtime`."""
+    try:
+        factory = get_registry().catalog.get("encoder", ref.name).factory
+    except VssflowError:
+        return None  # create() reports the unknown name with the recipe key
+    if getattr(factory, "latent_runtime", False):
+        return {"latent_channels": codec.channels, "latent_fps": spec.latent_fps}
+    return None
+
+
 def _assemble(recipe: Recipe, create: Callable[..., Any] = _create) -> Assembly:
     codec = create("codec", "audio.codec", recipe.audio.codec)
     with _where("audio.codec"):
@@ -152,7 +163,7 @@ def _assemble(recipe: Recipe, create: Callable[..., Any] = _create) -> Assembly:
 
     encoders, aggregators = {}, {}
     for name, cond in recipe.conditions.items():
-        encoder = create("encoder", f"conditions.{name}.encoder", cond.encoder)
+        encoder = create("encoder", f"conditions.{name}.encoder", cond.encoder, _encoder_runtime(cond.encoder, codec, spec))
         dims = AggregatorDims(encoder.dim, encoder.fps, width, context_dim)
         aggregator: Aggregator = create("aggregator", f"conditions.{name}.aggregator", cond.aggregator, {"dims": dims})
         encoders[name], aggregators[name] = encoder, aggregator

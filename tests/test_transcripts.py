@@ -56,9 +56,10 @@ def test_a_video_within_one_frame_of_the_window_is_accepted(tmp_path, unified):
     video = moving_square(tmp_path / "face.mp4", 4.004, 30000 / 1001)  # 120 frames at 29.97 fps: 4.004 s
     seconds = unified.check(ClipRequest(video, transcript="bin blue at f two now"))
     assert seconds == pytest.approx(4.004, abs=1e-3)
-    longer = moving_square(tmp_path / "long.mp4", 4.2, 25.0)
-    with pytest.raises(ContractError, match="longer than the model's 4.00 s window"):
-        unified.check(ClipRequest(longer, transcript="bin blue at f two now"))
+    longer = moving_square(tmp_path / "long.mp4", 4.2, 25.0)  # longer speech is split per window
+    assert unified.check(ClipRequest(longer, transcript="bin blue at f two now")) == pytest.approx(4.2, abs=1e-3)
+    with pytest.raises(ContractError, match="phonemes for 0.50 s of speech"):  # the rate still counts
+        unified.check(ClipRequest(longer, transcript="bin blue at f two now please", speech_span=(1.0, 1.5)))
 
 
 def test_an_explicitly_empty_transcript_on_a_unified_checkpoint_means_sound_only(tmp_path, unified, caplog):

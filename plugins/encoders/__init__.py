@@ -234,6 +234,38 @@ def _precomputed(**params):
     return PrecomputedEncoder(**params)
 
 
+class AudioPromptParams(_Params):
+    """Known-span draws of the audio-prompt route (the latent size comes from the codec at assembly)."""
+
+    spans: dict[Literal["prefix", "suffix", "middle", "none"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"prefix": 0.4, "suffix": 0.1, "middle": 0.3, "none": 0.2})
+    min_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    max_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.7
+
+    @field_validator("spans")
+    @classmethod
+    def _some_span(cls, value: dict[str, float]) -> dict[str, float]:
+        if not any(v > 0 for v in value.values()):
+            raise ValueError("give at least one span kind a weight > 0")
+        return value
+
+    @field_validator("max_fraction")
+    @classmethod
+    def _ordered(cls, value: float, info: Any) -> float:
+        if value < info.data.get("min_fraction", 0.0):
+            raise ValueError("max_fraction must be >= min_fraction")
+        return value
+
+
+def _audio_prompt(**params):
+    from .prompt import AudioPromptEncoder
+
+    return AudioPromptEncoder(**params)
+
+
+_audio_prompt.latent_runtime = True  # assembly passes latent_channels and latent_fps (registry/assemble.py)
+
+
 def register(register) -> None:
     """Register the built-in encoders."""
     register(
@@ -286,6 +318,11 @@ def register(register) -> None:
         description="CLAP text tower (transformers) from a local folder: the projected sentence embedding or tokens.",
         tiny={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
               "projection_dim": 8, "max_length": 32},
+    )
+    register(
+        "audio-prompt", _audio_prompt, params=AudioPromptParams,
+        description="Known audio latents + known-frame mask (prompts, inpainting, continuation), built by the model.",
+        tiny={},
     )
     register(
         "precomputed", _precomputed, params=PrecomputedParams,

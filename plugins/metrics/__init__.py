@@ -6,6 +6,7 @@ against a reference set, through a judge's features).
 |---|---|---|---|---|
 | mel-distance, envelope-corr | clip | lower / higher | reference | audio_metrics |
 | onset-f1 | clip | higher | labels: events (or reference) | audio_metrics |
+| seam | clip | lower (1 = seamless) | - (labels: windows, optional) | seam |
 | fd, kid | set | lower | reference set; judge (aisfx default) | distribution |
 | is | set | higher | judge with classes (logmel-cnn default) | distribution |
 | kl | clip | lower | reference; classifier judge | distribution |
@@ -62,6 +63,18 @@ class EnvelopeParams(_Params):
     frame_s: Annotated[float, Field(gt=0)] = 0.02
 
 
+class SeamParams(_Params):
+    """Window layout of the generator (when clips carry no `windows` label) and the change curve's analysis."""
+
+    sample_rate: Annotated[int, Field(gt=0)] = 16000
+    window_s: Annotated[float, Field(gt=0)] = 4.0
+    overlap_s: Annotated[float, Field(ge=0)] = 1.0
+    context_s: Annotated[float, Field(gt=0)] = 0.1
+    n_fft: Annotated[int, Field(gt=0)] = 1024
+    hop_length: Annotated[int, Field(gt=0)] = 160
+    n_mels: Annotated[int, Field(gt=0)] = 64
+
+
 class _JudgeParams(_Params):
     judge_path: str | None = None  # the judge's local weights (its `path` param): logmel-cnn folder, Cnn14 file
     judge_params: dict[str, Any] = Field(default_factory=dict)  # any other params of the judge
@@ -108,7 +121,7 @@ class PANNsMetricParams(_Params):
 class WERParams(_Params):
     """ASR decoding."""
 
-    grammar: str | None = None  # None: open vocabulary; "grid": the GRID grammar; or a JSGF file path
+    grammar: str | None = None  # None: open vocabulary; "grid": the GRID grammar ("grid-talk": 1+ sentences); or a JSGF file
     vocabulary: list[str] | None = None  # a closed word list (word-loop grammar)
 
 
@@ -201,6 +214,8 @@ _METRICS: dict[str, tuple[str, str, type[BaseModel], dict[str, Any], dict[str, A
                  "F1 of detected onsets against labelled event times within a tolerance (higher is better)."),
     "envelope-corr": ("audio_metrics", "EnvelopeCorrelation", EnvelopeParams, {}, None,
                       "Correlation of loudness envelopes with the reference (higher is better)."),
+    "seam": ("seam", "SeamDiscontinuity", SeamParams, {}, None,
+             "Spectral change at the joins of generation windows over the same inside windows (lower is better, 1 = seamless)."),
     "fd": ("distribution", "FrechetDistance", FDParams, {}, _TINY_JUDGE,
            "Frechet distance between judge embeddings of generated and reference sets (lower is better)."),
     "kid": ("distribution", "KernelDistance", KIDParams, {}, _TINY_JUDGE,

@@ -63,11 +63,14 @@ def _wav_label(value: Any, what: str) -> Tensor:
 # ---------------------------------------------------------------- WER
 
 
-def grid_jsgf() -> str:
-    """The GRID sentence grammar (command colour preposition letter digit adverb) as JSGF."""
+def grid_jsgf(repeat: bool = False) -> str:
+    """The GRID sentence grammar (command colour preposition letter digit adverb) as JSGF; `repeat`: one or
+    more sentences (a talk several windows long, `vssflow data synth --sentences N`)."""
     from vssflow.plugins.datasets.synth.speech import GRAMMAR
 
     slots = " ".join(f"( {' | '.join(words)} )" for words in GRAMMAR)
+    if repeat:
+        return f"#JSGF V1.0;\ngrammar grid;\npublic <talk> = ( {slots} )+;\n"
     return f"#JSGF V1.0;\ngrammar grid;\npublic <sentence> = {slots};\n"
 
 
@@ -121,7 +124,7 @@ class WordErrorRate(Metric):
     """Per-clip WER of pocketsphinx's transcript of the generated clip against `labels["transcript"]`.
 
     `grammar`: None (en-us language model, open vocabulary), "grid" (the GRID sentence grammar the
-    synthetic benchmark speaks), or a path to a JSGF file; `vocabulary`: a word list for a word-loop grammar.
+    synthetic benchmark speaks), "grid-talk" (one or more GRID sentences), or a path to a JSGF file; `vocabulary`: a word list for a word-loop grammar.
     A closed grammar makes the ASR far more reliable on small vocabularies; numbers are then not comparable
     with open-vocabulary (Whisper) WER. Under a closed grammar the clip is first cut to its speech region
     (`speech_region`, energy within `trim_db` dB of the loudest 10 ms frame) and decoded without filler words.
@@ -144,12 +147,12 @@ class WordErrorRate(Metric):
         self.trim_db = trim_db
         if vocabulary:
             self.grammar = vocabulary_jsgf(vocabulary)
-        elif grammar == "grid":
-            self.grammar = grid_jsgf()
+        elif grammar in ("grid", "grid-talk"):
+            self.grammar = grid_jsgf(repeat=grammar == "grid-talk")
         elif grammar is not None:
             path = Path(grammar).expanduser()
             if not path.is_file():
-                raise PluginError(f"metric wer: grammar must be 'grid' or a JSGF file; {path} does not exist")
+                raise PluginError(f"metric wer: grammar must be 'grid', 'grid-talk' or a JSGF file; {path} does not exist")
             self.grammar = path.read_text()
         else:
             self.grammar = None

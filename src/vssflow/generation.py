@@ -52,10 +52,17 @@ class ClipRequest:
     caption: str | None = None
     negative_prompt: str | None = None
     negative: dict[str, Any] = field(default_factory=dict)
+    prompt_audio: Path | None = None  # continuation: audio whose first seconds are given (docs/continuation.md)
+    inpaint: tuple[float, float] | None = None  # regenerate [start, end) seconds of `audio`
+    audio: Path | None = None  # the soundtrack `inpaint` changes
+    voice_prompt: Path | None = None  # a recording put before the clip as known audio (its voice carries over)
 
     def __post_init__(self) -> None:
         self.video = Path(self.video)
         self.speaker = Path(self.speaker) if self.speaker is not None else None
+        self.prompt_audio = Path(self.prompt_audio) if self.prompt_audio is not None else None
+        self.audio = Path(self.audio) if self.audio is not None else None
+        self.voice_prompt = Path(self.voice_prompt) if self.voice_prompt is not None else None
         self.clip_id = self.clip_id or self.video.stem
         self.negative = dict(self.negative)
 
@@ -197,7 +204,7 @@ class Pipeline:
                 request.transcript = None
             else:
                 where = f"{request.video}" if not request.meta.get("where") else request.meta["where"]
-                span = request.speech_span or (0.0, min(info.duration_s, self.window_s))
+                span = request.speech_span or (0.0, info.duration_s)  # longer speech is split per window
                 if self.tokenizer is not None:
                     request.transcript = check_transcript(request.transcript, span[1] - span[0], self.tokenizer,
                                                           where)
@@ -214,13 +221,9 @@ class Pipeline:
                 raise ContractError(f"{self.source} has no speaker condition; drop --speaker")
             if not request.speaker.is_file():
                 raise MediaError(f"{request.speaker}: speaker reference not found")
-        if request.transcript:
-            span = request.speech_span or (0.0, info.duration_s)
-            if span[1] - span[0] > self.window_s + max(frame_s, 1e-6) + 1e-6:
-                raise ContractError(
-                    f"{request.video}: speech of {span[1] - span[0]:.2f} s is longer than the model's "
-                    f"{self.window_s:.2f} s window; pass --speech-span within one window or split the video"
-                )
+        from vssflow.continuation import check_prompt_request
+
+        check_prompt_request(self, request, info.duration_s)
         return info.duration_s, frame_s
 
     def caption_condition(self) -> str | None:
@@ -268,10 +271,12 @@ class Pipeline:
             changes.setdefault("speech", record.speech)
         return dataclasses.replace(record, **changes)
 
-    def _record(self, request: ClipRequest, window: Window) -> ClipRecord:
+    def _record(self, request: ClipRequest, window: Window, part: Any = None) -> ClipRecord:
         speech = None
-        transcript = request.transcript
-        if transcript:
+        transcript = request.transcript if part is None else part.transcript
+        if part is not None:
+            speech = part.span
+        elif transcript:
             span = request.speech_span or (0.0, window.start + window.length)
             if not (span[0] < window.start + window.length and span[1] > window.start):
                 transcript = None  # the speech is in another window
@@ -333,13 +338,17 @@ class Pipeline:
         conditioned: bool = True,
         progress: bool = False,
         precision: str | None = None,
+        long: str | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """(request index, waveform (S,)) for each request as soon as all its windows are generated, in order.
 
         Every request is checked before the first batch runs. conditioned=False drops every condition.
         sampler: another sampler than the recipe's, keeping the recipe's settings it accepts; steps and
         guidance override them. precision: "bf16" runs the model under bf16 autocast on CUDA (fp32
-        elsewhere); None takes the recipe's train.precision.
+        elsewhere); None takes the recipe's train.precision. long: how windows of a long video join,
+        "continuation" (each continues the one before; the default with an audio-prompt route) or
+        "crossfade"; requests with `prompt_audio`, `inpaint` or `voice_prompt` always continue
+        (src/vssflow/continuation.py).
         """
         from tqdm import tqdm
 
@@ -352,18 +361,37 @@ class Pipeline:
         effective = sampler_obj or self.model.sampler
         if conditioned and effective is not None:
             warn_unseen_guidance(self.recipe, getattr(effective, "condition_guidance", {}) or {})
+        from vssflow import continuation as cont
+
+        mode = cont.resolve_long(self, long)
+        for i, (seconds, frame_s) in enumerate(checked):  # window by window, each continuing the one before
+            r = requests[i]
+            if r.prompt_audio is not None or r.inpaint is not None or r.voice_prompt is not None or (
+                    mode == "continuation" and seconds > self.window_s + frame_s + 1e-6):
+                yield i, cont.generate_continued(self, r, seconds, sampler=sampler_obj, steps=steps, guidance=guidance,
+                                            seed=seed, overlap=overlap, conditioned=conditioned, use_bf16=use_bf16)[0]
+                checked[i] = None  # type: ignore[call-overload]
+        speech: dict[tuple[int, int], Any] = {}
         jobs: list[tuple[int, int, Window]] = []
         plans = []
-        for i, (seconds, frame_s) in enumerate(checked):
+        for i, done in enumerate(checked):
+            if done is None:
+                plans.append([])
+                continue
+            seconds, frame_s = done
             # a video within one frame of the window is one window (the last frame's audio is silence)
             planned = self.window_s if self.window_s < seconds <= self.window_s + frame_s + 1e-6 else seconds
             plan = plan_windows(planned, self.window_s, min(overlap, self.window_s / 2))
             plans.append(plan)
             jobs += [(i, j, w) for j, w in enumerate(plan)]
+            if cont.needs_split(self, requests[i], seconds):
+                bounds = [(w.start, w.start + w.length) for w in plan]
+                parts = cont.split_transcript(self, requests[i], bounds, cont.owned_regions(bounds, seconds))
+                speech.update({(i, j): part for j, part in enumerate(parts)})
         chunks: dict[tuple[int, int], torch.Tensor] = {}
-        for start in tqdm(range(0, len(jobs), batch_size), disable=not progress, desc="generate", unit="batch"):
+        for start in tqdm(range(0, len(jobs), batch_size), disable=not progress or not jobs, desc="generate", unit="batch"):
             part = jobs[start : start + batch_size]
-            records = [self._record(requests[i], w) for i, _, w in part]
+            records = [self._record(requests[i], w, speech.get((i, j))) for i, j, w in part]
             reqs = [requests[i] for i, _, _ in part]
             conds = self._conditions(records, reqs) if conditioned else {}
             negative = None
@@ -387,8 +415,9 @@ class Pipeline:
 
     def generate_clip(self, video: str | Path, **kwargs: Any) -> torch.Tensor:
         """Convenience: one video -> waveform (S,) ((C, S) for a multi-channel model). kwargs: transcript, caption, negative_prompt, negative
-        ({condition: value}), speaker, speech_span, steps, ..."""
-        req_keys = {"transcript", "speaker", "speech_span", "caption", "negative_prompt", "negative"}
+        ({condition: value}), speaker, speech_span, prompt_audio, inpaint + audio, steps, long, ..."""
+        req_keys = {"transcript", "speaker", "speech_span", "caption", "negative_prompt", "negative", "prompt_audio",
+                    "inpaint", "audio", "voice_prompt"}
         request = ClipRequest(Path(video), **{k: v for k, v in kwargs.items() if k in req_keys})
         return self.generate([request], **{k: v for k, v in kwargs.items() if k not in req_keys})[0]
 
@@ -493,9 +522,10 @@ def generate_cli(args: Any) -> Iterator[Path]:
         raise OutputError(f"{out}: --out names an existing file, not a folder; choose a folder")
     pipe = load_pipeline(args.checkpoint, device=args.device, ema=not args.no_ema)
     if args.manifest:
-        if args.transcript is not None or args.speaker or args.speech_span or getattr(args, "caption", None):
-            raise ContractError("--transcript/--caption/--speaker/--speech-span go with --video; a manifest has its "
-                                "own fields")
+        if args.transcript is not None or args.speaker or args.speech_span or getattr(args, "caption", None) or any(
+                getattr(args, k, None) for k in ("prompt_audio", "inpaint", "audio", "voice_prompt")):
+            raise ContractError("--transcript/--caption/--speaker/--speech-span/--prompt-audio/--inpaint/--audio/--voice-prompt go "
+                                "with --video; a manifest has its own fields")
         requests = requests_from_manifest(args.manifest)
         for request in requests:
             request.negative_prompt = getattr(args, "negative_prompt", None)
@@ -503,7 +533,9 @@ def generate_cli(args: Any) -> Iterator[Path]:
         request = ClipRequest(Path(args.video), args.transcript,
                               Path(args.speaker) if args.speaker else None, args.speech_span,
                               caption=getattr(args, "caption", None),
-                              negative_prompt=getattr(args, "negative_prompt", None))
+                              negative_prompt=getattr(args, "negative_prompt", None),
+                              prompt_audio=getattr(args, "prompt_audio", None), inpaint=getattr(args, "inpaint", None),
+                              audio=getattr(args, "audio", None), voice_prompt=getattr(args, "voice_prompt", None))
         problem = file_name_problem(request.clip_id)
         if problem:
             raise ContractError(f"{args.video}: the video's name cannot name an output file ({problem}); rename it")
@@ -511,14 +543,19 @@ def generate_cli(args: Any) -> Iterator[Path]:
     checkpoint = str(Path(args.checkpoint).resolve())
     done = {} if getattr(args, "overwrite", False) else finished_clips(out)
     def prompts(request: ClipRequest) -> dict[str, str]:  # what a clip was generated with, beyond seed and checkpoint
-        given = {"caption": request.caption, "negative_prompt": request.negative_prompt}
+        given = {"caption": request.caption, "negative_prompt": request.negative_prompt,
+                 "prompt_audio": str(request.prompt_audio) if request.prompt_audio else None,
+                 "inpaint": list(request.inpaint) if request.inpaint else None,
+                 "voice_prompt": str(request.voice_prompt) if request.voice_prompt else None}
         return {k: v for k, v in given.items() if v is not None}
 
     asked = {r.clip_id: prompts(r) for r in requests}
     todo = [r for r in requests
             if not (r.clip_id in done and done[r.clip_id].get("seed") == args.seed
                     and done[r.clip_id].get("checkpoint") == checkpoint
-                    and {k: done[r.clip_id][k] for k in ("caption", "negative_prompt") if k in done[r.clip_id]}
+                    and {k: done[r.clip_id][k] for k in ("caption", "negative_prompt", "prompt_audio", "inpaint",
+                                                           "voice_prompt")
+                         if k in done[r.clip_id]}
                     == asked[r.clip_id])]
     if len(todo) < len(requests):
         log.info("%d of %d clips already in %s; generating the other %d (--overwrite redoes them)",
@@ -529,7 +566,8 @@ def generate_cli(args: Any) -> Iterator[Path]:
         return
     for _, paths in publish_clips(pipe, todo, out, record=lambda r: asked[r.clip_id], steps=args.steps,
                                   guidance=args.guidance, sampler=args.sampler, seed=args.seed, overlap=args.overlap,
-                                  batch_size=args.batch_size, progress=len(todo) > 1, precision=args.precision):
+                                  batch_size=args.batch_size, progress=len(todo) > 1, precision=args.precision,
+                                  long=getattr(args, "long", None)):
         yield from paths
 
 

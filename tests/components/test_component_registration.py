@@ -113,4 +113,4 @@ def test_listing_these_plugins_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "18 []"
+    assert out.stdout.strip() == "19 []"

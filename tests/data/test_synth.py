@@ -200,3 +200,17 @@ def test_cli_synth(tmp_path):
     assert bad.returncode == 2 and "already holds a synthetic set" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("data", "synth", "--out", str(tmp_path / "x"), "--families", "v2s,noise")
     assert bad.returncode == 2 and "unknown families" in bad.stderr
+
+
+def test_talking_clips_can_hold_several_sentences_one_per_part(tmp_path):
+    from vssflow.plugins.datasets.synth import SynthConfig, render_clip
+
+    config = SynthConfig(clips=1, seconds=9.0, families=("visualtts",), size=48, sentences=3)
+    frames, wav, labels = render_clip(config, 0)
+    assert frames.shape[0] == 225 and wav.shape == (9 * 16000,)
+    parts = [[w for w in labels["words"] if k * 3.0 <= w["start"] < (k + 1) * 3.0] for k in range(3)]
+    assert all(parts) and sum(len(p) for p in parts) == len(labels["words"]) == len(labels["transcript"].split())
+    assert labels["speech"][0] == labels["phonemes"][0]["start"] and labels["speech"][1] == labels["phonemes"][-1]["end"]
+    words = {p["word"] for p in labels["phonemes"]}
+    assert max(words) == len(labels["transcript"].split()) - 1  # phonemes index the words of the whole talk
+    assert "sentences" not in SynthConfig(clips=1).as_dict()  # older sets keep their config

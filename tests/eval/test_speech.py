@@ -143,3 +143,11 @@ def test_a_transcript_does_not_depend_on_the_clips_decoded_before_it():
     for i in (16, 23):
         wer.transcribe(noise)
         assert wer.transcribe(clips[i]) == in_order[i], i
+
+
+def test_wer_of_a_talk_of_several_sentences_needs_the_grid_talk_grammar(grid_words):
+    speech = torch.cat([utterance(w, 0) for w in grid_words[:2]])  # two sentences back to back
+    label = [{"transcript": " ".join(grid_words[0] + grid_words[1])}]
+    talk = float(create("metric", "wer", grammar="grid-talk")(speech[None], labels=label)[0])
+    one = float(create("metric", "wer", grammar="grid")(speech[None], labels=label)[0])
+    assert talk <= 0.25 and one >= 0.5  # one sentence's grammar cannot say the second sentence

@@ -50,6 +50,7 @@ class SynthConfig:
     size: int = 96
     version: int = SYNTH_VERSION
     channels: int = 1  # 2: stereo, on-screen sources panned by x position, off-screen ones to the sides
+    sentences: int = 1  # talking-face clips (visualtts family): sentences spoken one after another
 
     def __post_init__(self) -> None:
         if self.clips < 1:
@@ -59,6 +60,8 @@ class SynthConfig:
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
             raise VssflowError(f"synthetic set: unknown families {bad}; choose from {', '.join(FAMILIES)}")
+        if self.sentences < 1:
+            raise VssflowError(f"synthetic set: sentences must be >= 1, got {self.sentences}")
         if self.size % 2 or self.size < 32:
             raise VssflowError(f"synthetic set: size must be even and >= 32, got {self.size}")
         if self.channels not in (1, 2):
@@ -72,6 +75,8 @@ class SynthConfig:
         out["families"] = list(self.families)
         if self.channels == 1:
             del out["channels"]  # mono sets keep the config (and the root) they had before stereo existed
+        if self.sentences == 1:  # sets made before the option existed keep their config
+            del out["sentences"]
         return out
 
 
@@ -114,6 +119,31 @@ def _place_speech(rng: np.random.Generator, config: SynthConfig, speaker: Speake
     return wav, labels
 
 
+def _place_sentences(rng: np.random.Generator, config: SynthConfig, speaker: Speaker):
+    """`config.sentences` utterances, one in each equal part of the clip (a talk several windows long):
+    (wav (S,), labels in clip time with the transcript, phonemes and words of all of them)."""
+    part = config.seconds / config.sentences
+    n = int(round(config.seconds * config.sample_rate))
+    wav = np.zeros(n, np.float32)
+    merged: dict[str, Any] = {"transcript": [], "phonemes": [], "words": []}
+    for k in range(config.sentences):
+        speech, labels = utterance(rng, speaker, max(0.5, part - 0.3), config.sample_rate)
+        room = max(0.0, part - len(speech) / config.sample_rate)
+        offset = k * part + float(rng.uniform(0.1 * room, 0.9 * room))
+        start = int(round(offset * config.sample_rate))
+        stop = min(n, start + len(speech))
+        wav[start:stop] += speech[: stop - start]
+        labels = shift_labels(labels, start / config.sample_rate)
+        word_base = sum(len(t.split()) for t in merged["transcript"])
+        merged["transcript"].append(labels["transcript"])
+        merged["phonemes"] += [{**p, "word": p["word"] + word_base} for p in labels["phonemes"]]
+        merged["words"] += labels["words"]
+        merged.setdefault("speaker", labels["speaker"])
+        merged.setdefault("speech", list(labels["speech"]))[1] = labels["speech"][1]
+    merged["transcript"] = " ".join(merged["transcript"])
+    return wav, merged
+
+
 def _talking_face(rng: np.random.Generator, config: SynthConfig, speaker: Speaker, labels: dict[str, Any],
                   n_frames: int, size: int):
     times = np.arange(n_frames) / config.fps
@@ -138,7 +168,10 @@ def render_clip(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray
         return frames, wav, labels
     speaker = speakers()[int(rng.integers(len(speakers())))]
     if family == "visualtts":
-        wav, speech = _place_speech(rng, config, speaker, config.seconds - 0.2)
+        if config.sentences > 1:
+            wav, speech = _place_sentences(rng, config, speaker)
+        else:
+            wav, speech = _place_speech(rng, config, speaker, config.seconds - 0.2)
         frames, face = _talking_face(rng, config, speaker, speech, n_frames, config.size)
         labels.update(speech, face=face)
         return frames, _centre(wav, config.channels), labels

@@ -33,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--sample-rate", type=int, default=16000, help="audio sample rate in Hz (default 16000)")
     synth.add_argument("--channels", type=int, default=1, choices=(1, 2),
                        help="audio channels: 2 pans each on-screen source by its x position (default 1)")
+    synth.add_argument("--sentences", type=int, default=1,
+                       help="sentences per talking-face clip, one after another (default 1; more for long talks)")
     synth.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=run_synth)
@@ -64,7 +66,8 @@ def run_synth(args: argparse.Namespace) -> int:
     from vssflow.core.files import ensure_dir, write_error
 
     config = SynthConfig(clips=args.clips, seconds=args.seconds, seed=args.seed, families=tuple(args.families),
-                         size=args.size, sample_rate=args.sample_rate, channels=args.channels)
+                         size=args.size, sample_rate=args.sample_rate, channels=args.channels,
+                         sentences=args.sentences)
     started = time.perf_counter()
     ensure_dir(args.out)
     try:

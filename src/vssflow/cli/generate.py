@@ -29,6 +29,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "with no caption")
     p.add_argument("--speaker", help="a reference recording of the voice")
     p.add_argument("--speech-span", type=_span, help="START:END seconds where the speech goes (mixtures)")
+    p.add_argument("--prompt-audio", metavar="WAV",
+                   help="continue this audio: its seconds are kept as the start of the output (audio-prompt route)")
+    p.add_argument("--inpaint", type=_span, metavar="START:END",
+                   help="regenerate START:END seconds of --audio, keeping the rest (audio-prompt route)")
+    p.add_argument("--audio", metavar="WAV", help="the existing soundtrack --inpaint changes")
+    p.add_argument("--voice-prompt", metavar="WAV",
+                   help="a recording of the voice, put before the clip as known audio (audio-prompt route); the "
+                        "output is the clip only")
+    p.add_argument("--long", choices=["continuation", "crossfade"], default=None,
+                   help="how windows of long videos join: each continues the one before (default with an "
+                        "audio-prompt route) or independent windows cross-faded")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--steps", type=int, help="sampling steps (default: the recipe's sampler)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
