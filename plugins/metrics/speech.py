@@ -87,19 +87,20 @@ def normalise_text(text: str) -> str:
     return t(text)
 
 
-def _decoder(grammar: str | None):
+def _decoder(grammar: str | None, fillers: bool = False):
     """A fresh decoder: pocketsphinx carries feature normalisation across utterances, so a shared one would
     make a clip's transcript depend on the clips decoded before it (measured: 1 of 24 sentences changed).
 
-    Under a closed grammar the filler (silence, breath, noise) words are off: with them the search often ends
-    inside a filler loop short of the grammar's final state and returns a truncated sentence or none (measured
-    on 24 espeak GRID sentences: WER 0.23 with fillers, 0.14 without). Without fillers there is no silence to
-    absorb, so `speech_region` trims the clip to its speech first."""
+    Under a closed grammar for one sentence the filler (silence, breath, noise) words are best off: with them
+    the search often ends inside a filler loop short of the grammar's final state and returns a truncated
+    sentence or none (measured on 24 espeak GRID sentences: WER 0.23 with fillers, 0.14 without). Without
+    fillers there is no silence to absorb, so `speech_region` trims the clip to its speech first; pauses
+    inside the speech (a talk of several sentences) need the fillers back."""
     from pocketsphinx import Decoder
 
     if grammar is None:
         return Decoder(samprate=SR, loglevel="FATAL")
-    decoder = Decoder(samprate=SR, loglevel="FATAL", fsgusefiller=False)
+    decoder = Decoder(samprate=SR, loglevel="FATAL", fsgusefiller=fillers)
     decoder.add_jsgf_string("closed", grammar)
     decoder.activate_search("closed")
     return decoder
@@ -124,10 +125,13 @@ class WordErrorRate(Metric):
     """Per-clip WER of pocketsphinx's transcript of the generated clip against `labels["transcript"]`.
 
     `grammar`: None (en-us language model, open vocabulary), "grid" (the GRID sentence grammar the
-    synthetic benchmark speaks), "grid-talk" (one or more GRID sentences), or a path to a JSGF file; `vocabulary`: a word list for a word-loop grammar.
-    A closed grammar makes the ASR far more reliable on small vocabularies; numbers are then not comparable
-    with open-vocabulary (Whisper) WER. Under a closed grammar the clip is first cut to its speech region
-    (`speech_region`, energy within `trim_db` dB of the loudest 10 ms frame) and decoded without filler words.
+    synthetic benchmark speaks), "grid-talk" (one or more GRID sentences), or a path to a JSGF file;
+    `vocabulary`: a word list for a word-loop grammar. A closed grammar makes the ASR far more reliable on
+    small vocabularies; numbers are then not comparable with open-vocabulary (Whisper) WER. Under a closed
+    grammar the clip is first cut to its speech region (`speech_region`, energy within `trim_db` dB of the
+    loudest 10 ms frame). `fillers`: let silence and noise words sit between grammar words; default off for
+    "grid" (one sentence, no pauses) and on for every other closed grammar (a talk pauses between sentences:
+    without fillers a 0.6 s pause makes the whole talk unrecognised).
 
     Measured on 24 GRID sentences read by the synthetic benchmark's 12 espeak speakers at their own rates
     (150-193 words per minute): WER 0.14 under the grid grammar; every error is a substitution, 12 of the 20
@@ -141,10 +145,12 @@ class WordErrorRate(Metric):
     needs_transcript: ClassVar[bool] = True
     label_keys: ClassVar[tuple[str, ...]] = ("transcript",)
 
-    def __init__(self, grammar: str | None = None, vocabulary: list[str] | None = None, trim_db: float = -35.0):
+    def __init__(self, grammar: str | None = None, vocabulary: list[str] | None = None, trim_db: float = -35.0,
+                 fillers: bool | None = None):
         require("metric wer", ("pocketsphinx", "jiwer"))
         self.sample_rate = SR
         self.trim_db = trim_db
+        self.fillers = (grammar != "grid" or bool(vocabulary)) if fillers is None else fillers
         if vocabulary:
             self.grammar = vocabulary_jsgf(vocabulary)
         elif grammar in ("grid", "grid-talk"):
@@ -152,19 +158,20 @@ class WordErrorRate(Metric):
         elif grammar is not None:
             path = Path(grammar).expanduser()
             if not path.is_file():
-                raise PluginError(f"metric wer: grammar must be 'grid', 'grid-talk' or a JSGF file; {path} does not exist")
+                raise PluginError(f"metric wer: grammar must be 'grid', 'grid-talk' or a JSGF file; {path} does not "
+                                  "exist")
             self.grammar = path.read_text()
         else:
             self.grammar = None
         try:
-            _decoder(self.grammar)
+            _decoder(self.grammar, self.fillers)
         except ValueError as exc:
             raise PluginError(f"metric wer: pocketsphinx cannot use the grammar ({exc}); check its JSGF syntax "
                               "and that every word is in the en-us dictionary") from exc
 
     def transcribe(self, wav: Tensor) -> str:
         """The ASR hypothesis for one 16 kHz clip."""
-        decoder = _decoder(self.grammar)
+        decoder = _decoder(self.grammar, self.fillers)
         if self.grammar is not None:
             wav = speech_region(wav, self.trim_db)
         pcm = (wav.clamp(-1, 1) * 32767).to(torch.int16).numpy().tobytes()

@@ -146,7 +146,8 @@ def test_a_transcript_does_not_depend_on_the_clips_decoded_before_it():
 
 
 def test_wer_of_a_talk_of_several_sentences_needs_the_grid_talk_grammar(grid_words):
-    speech = torch.cat([utterance(w, 0) for w in grid_words[:2]])  # two sentences back to back
+    # two sentences with a pause between them: the talk grammar lets silence sit between sentences
+    speech = torch.cat([utterance(grid_words[0], 0), torch.zeros(int(0.6 * SR)), utterance(grid_words[1], 0)])
     label = [{"transcript": " ".join(grid_words[0] + grid_words[1])}]
     talk = float(create("metric", "wer", grammar="grid-talk")(speech[None], labels=label)[0])
     one = float(create("metric", "wer", grammar="grid")(speech[None], labels=label)[0])
