@@ -14,6 +14,7 @@ adapter file holds `<module>.lora_A.weight` (peft's own file convention: slot-fr
 from __future__ import annotations
 
 import fnmatch
+import logging
 import warnings
 
 import torch
@@ -22,8 +23,11 @@ from torch import nn
 from vssflow.core.errors import ContractError
 from vssflow.core.interfaces import Adapter
 
+from .params import DEFAULT_TARGETS
+
 ADAPTER_LAYERS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
 WRAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
+log = logging.getLogger("vssflow.adapters")
 
 
 def _peft():
@@ -49,13 +53,12 @@ class LoraAdapter(Adapter):
 
     def __init__(self, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, targets: list[str] | None = None,
                  rslora: bool = False):
-        from . import DEFAULT_TARGETS
-
         self.rank, self.alpha, self.dropout, self.rslora = rank, alpha, dropout, rslora
         self.targets = list(targets or DEFAULT_TARGETS)
 
     def resolve(self, model: nn.Module) -> list[str]:
-        """The names of the modules the patterns select: layers peft can wrap (Linear, Conv1d/2d, Embedding)."""
+        """The names of the modules the patterns select that peft can wrap (Linear, Conv1d/2d, Embedding);
+        other matched layers (normalisation, activations) are left as they are, frozen; none at all is an error."""
         chosen, unwrappable = [], []
         wrapped = [name for name, module in model.named_modules() if _is_adapter_layer(module)]
         for name, module in model.named_modules():
@@ -65,7 +68,7 @@ class LoraAdapter(Adapter):
                 continue
             if _is_adapter_layer(module) or type(module) in WRAPPABLE:  # peft adds a slot to an adapted layer
                 chosen.append(name)
-            elif not list(module.children()):
+            elif not list(module.children()) and any(True for _ in module.parameters(recurse=False)):
                 unwrappable.append(f"{name} ({type(module).__name__})")
         if not chosen:
             raise ContractError(
@@ -73,10 +76,8 @@ class LoraAdapter(Adapter):
                 "model; name modules as in `model.named_modules()`, e.g. backbone.blocks.*.attn.*"
             )
         if unwrappable:
-            raise ContractError(
-                f"adapter 'lora': targets match {len(unwrappable)} module(s) LoRA cannot wrap, e.g. {unwrappable[0]}; "
-                "narrow the patterns to Linear, Conv1d, Conv2d or Embedding layers"
-            )
+            log.info("adapter lora: %d matched module(s) with weights are not Linear/Conv/Embedding and stay as they "
+                     "are (frozen), e.g. %s", len(unwrappable), unwrappable[0])
         return chosen
 
     def attach(self, model: nn.Module, slot: str) -> list[str]:

@@ -127,6 +127,15 @@ def prepare_run(recipe: Any, model: nn.Module, resume_from: str | Path | None = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.train.seed)
         modules = adapter.attach(model, TRAIN_SLOT)
+    encoders = getattr(model, "encoders", {})
+    for name in modules:
+        parts = name.split(".")
+        if parts[0] == "encoders" and len(parts) > 1 and getattr(encoders[parts[1]], "frozen", False):
+            raise RecipeError(
+                f"adapter.params.targets: {name} is in encoder {parts[1]!r}, which is frozen (it runs without "
+                "gradients and its features may come from the cache); target trainable encoders, aggregators or "
+                "the backbone"
+            )
     keep_frozen_in_eval(model)
     weights = AdapterWeights(adapter, TRAIN_SLOT)
     n = count_parameters(weights, model)

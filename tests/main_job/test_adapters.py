@@ -70,6 +70,30 @@ def test_only_adapter_parameters_change(tmp_path, synth_root, micro_checkpoint):
     assert meta["adapter"]["base"]["path"] == str(micro_checkpoint)
 
 
+def test_adapter_on_encoders_and_aggregators_but_never_a_frozen_encoder(synth_root, micro_checkpoint):
+    from vssflow.adapters import prepare_run
+    from vssflow.core.errors import RecipeError
+    from vssflow.registry.assemble import build
+    from vssflow.registry.recipe import load_recipe
+
+    targets = 'adapter.params.targets=["encoders.video.*", "aggregators.*", "backbone.blocks.*.attn.qkv"]'
+    recipe = load_recipe(MICRO, [*overrides(synth_root, micro_checkpoint), targets])
+    model = build(recipe, device="cpu").model
+    _, meta = prepare_run(recipe, model)
+    adapted = meta["adapter"]["modules"]
+    assert any(m.startswith("encoders.video.") for m in adapted)  # its convolutions; GroupNorms stay as they are
+    assert any(m.startswith("aggregators.") for m in adapted) and "backbone.blocks.0.attn.qkv" in adapted
+    assert not any(m.startswith(("encoders.sync", "backbone.blocks.0.ffn")) for m in adapted)
+
+    model = build(recipe, device="cpu").model
+    model.encoders["video"].frozen = True  # as a pretrained encoder is: runs without gradients, may be cached
+    with pytest.raises(RecipeError, match="frozen"):
+        prepare_run(recipe, model)
+    nothing = load_recipe(MICRO, [*overrides(synth_root, micro_checkpoint), 'adapter.params.targets=["codec.*"]'])
+    with pytest.raises(Exception, match="match no Linear"):
+        prepare_run(nothing, build(nothing, device="cpu").model)
+
+
 def test_adapter_checkpoint_is_small_and_names_its_base(adapter_run, micro_checkpoint):
     from vssflow.adapters import checkpoint_sha256
 

@@ -18,7 +18,7 @@ python "$HERE/split.py" "$DATA" "$CLASS" "$FT_CLIPS" "$TEST_CLIPS"
 python -c "from vssflow.evaluation import fit_judges; fit_judges('$DATA/manifest.jsonl', '$OUT/judge')"
 
 vssflow train v2s-demo --out "$OUT/base" --resume auto --no-progress --set train.steps="$BASE_STEPS" \
-    --set data.name=manifest --set data.params.path="$DATA/heldout/base.jsonl" --set data.params.split=train
+    --set "data={name: manifest, params: {path: $DATA/heldout/base.jsonl, split: train}}"
 vssflow train finetune/lora-v2s-demo --out "$OUT/lora" --resume auto --no-progress --set train.steps="$FT_STEPS" \
     --set train.init_from="$OUT/base/checkpoints/last" --set data.params.path="$DATA/heldout/finetune.jsonl"
 vssflow adapter show "$OUT/lora/checkpoints/last"
