@@ -31,3 +31,7 @@ for set in test-class test-other; do
         --manifest "$DATA/heldout/$set.jsonl" --out "$OUT/eval-after-$set" --metrics "$METRICS" \
         --fit-judges --judges-dir "$OUT/judge" --no-progress
 done
+for set in test-class test-other; do
+    python "$HERE/glass_score.py" "$OUT/judge" "$DATA/heldout/$set.jsonl" "$CLASS" ref \
+        "$OUT/eval-before-$set/generated" "$OUT/eval-after-$set/generated"
+done
