@@ -166,6 +166,17 @@ def keep_frozen_in_eval(module: nn.Module) -> None:
         keep_frozen_in_eval(child)
 
 
+def adapter_parameter_count(recipe: Any) -> tuple[int, int]:
+    """(parameters, modules) the recipe's adapter adds, from shapes only (the model built on the meta device)."""
+    from vssflow.registry.assemble import build
+
+    model = build(recipe, device="meta").model
+    adapter = _create_adapter(recipe.adapter.name, dict(recipe.adapter.params))
+    with torch.device("meta"):
+        modules = adapter.attach(model, TRAIN_SLOT)
+    return count_parameters(AdapterWeights(adapter, TRAIN_SLOT), model), len(modules)
+
+
 def adapter_info(path: str | Path) -> tuple[Checkpoint, dict[str, Any]]:
     """An adapter checkpoint and its meta.json `adapter` entry; one line when it is not an adapter."""
     ckpt = Checkpoint(path)

@@ -223,3 +223,7 @@ def test_adapter_recipe_needs_a_base_and_merge_refuses_a_used_folder(tmp_path, c
     assert code == 2 and "not an empty folder" in err
     code, out, _ = cli(capsys, "adapter", "show", str(adapter_run))
     assert code == 0 and "lora" in out and "base:" in out
+    meta = json.loads((adapter_run / "meta.json").read_text())["adapter"]
+    assert f"{meta['parameters']} parameters" in out
+    code, out, _ = cli(capsys, "recipe", "show", str(MICRO), *LORA)
+    assert code == 0 and f"# adapter lora: {meta['parameters']:,} parameters on {len(meta['modules'])} modules" in out

@@ -51,4 +51,15 @@ def run_show(args: argparse.Namespace) -> int:
             return 0
         counts = count_parameters(recipe)
         print(f"# trainable parameters: {counts['trainable']:,} ({counts['trainable'] / 1e6:.1f} M)")
+        if recipe.adapter is not None:
+            from vssflow.adapters import adapter_parameter_count
+            from vssflow.core.errors import VssflowError
+
+            try:
+                n, modules = adapter_parameter_count(recipe)
+            except VssflowError as exc:  # peft not installed, targets that match nothing
+                print(f"# adapter {recipe.adapter.name}: not counted ({exc})")
+            else:
+                print(f"# adapter {recipe.adapter.name}: {n:,} parameters on {modules} modules train; the model's "
+                      "parameters above stay frozen")
     return 0
