@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed examples/plugin-template/pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,eval,app,text]' -e examples/plugin-template
+	$(PY) -m pip install --quiet -e '.[dev,eval,app,text,finetune]' -e examples/plugin-template
 	$(PY) -m pip install --quiet --no-deps 'aisfx==0.1.2'
 	touch $@
 

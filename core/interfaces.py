@@ -354,3 +354,35 @@ class Judge(nn.Module, Conformable):
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> dict[str, Any]:
         """One second of noise at the judge's rate."""
         return {"wav": 0.1 * _randn((batch_size, self.sample_rate), generator)}
+
+
+class Adapter:
+    """Trainable additions to a built model (LoRA, ...); everything else of the model stays frozen.
+
+    An adapter is attached under a `slot` name (several adapters can share one model, each in its own slot).
+    Its tensors are stored under slot-free names (`file_key`), so an adapter file does not depend on the slot
+    it was trained in. `merge` folds every attached adapter into the weights it adapts and removes the
+    adapter layers: the model is then plain again, with its original parameter names.
+    """
+
+    name: str = "adapter"
+
+    def attach(self, model: nn.Module, slot: str) -> list[str]:
+        """Add this adapter's layers to `model` under `slot`; returns the names of the modules adapted."""
+        raise NotImplementedError
+
+    def file_key(self, param_name: str, slot: str) -> str | None:
+        """The name a parameter of `slot` has in an adapter file, or None when it is not one of `slot`'s."""
+        raise NotImplementedError
+
+    def param_name(self, file_key: str, slot: str) -> str:
+        """Inverse of `file_key`: the parameter of `slot` that an adapter file's tensor loads into."""
+        raise NotImplementedError
+
+    def set_scale(self, model: nn.Module, slot: str, scale: float) -> None:
+        """Multiply the contribution of `slot` by `scale` (1: as trained)."""
+        raise NotImplementedError
+
+    def merge(self, model: nn.Module) -> None:
+        """Fold every attached adapter (at its scale) into the adapted weights and remove the adapter layers."""
+        raise NotImplementedError

@@ -57,6 +57,26 @@ class TrainSettings(Protocol):
     # optional: keep_last (None: keep every checkpoint), keep_every (also keep steps divisible by it)
 
 
+class FullWeights:
+    """What a checkpoint of a full run holds: the whole state dict, under the model's own names.
+
+    A fine-tuning run that trains only part of a model (an adapter) passes another view to the Trainer: its
+    `model_state` is what model.safetensors holds, `to_file`/`from_file` rename EMA tensors (parameter names
+    <-> file names), and `load` restores model.safetensors into the model."""
+
+    def model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:  # noqa: D102
+        return model.state_dict()
+
+    def to_file(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # noqa: D102
+        return state
+
+    def from_file(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # noqa: D102
+        return state
+
+    def load(self, model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:  # noqa: D102
+        load_model_state(model, state, source)
+
+
 class DivergenceError(VssflowError):
     """The loss or the gradient norm is not finite: the step is not applied and not saved."""
 
@@ -193,7 +213,9 @@ class Trainer:
         dist: DistInfo | None = None,
         progress: bool = True,
         find_unused: bool = False,
+        weights: Any | None = None,
     ):
+        self.weights = weights or FullWeights()  # which tensors checkpoints hold (an adapter's: only its own)
         self.model, self.settings, self.dataset, self.collate = model, settings, dataset, collate
         for key in ("lr", "weight_decay"):
             if not math.isfinite(float(getattr(settings, key))):
@@ -246,9 +268,9 @@ class Trainer:
         if not (folder.is_dir() and self.checkpoints.newest() == folder):
             save_checkpoint(
                 folder,
-                self.model.state_dict(),
+                self.weights.model_state(self.model),
                 {**self.meta, "step": self.step},
-                ema_state=self.ema.state_dict(self.model) if self.ema else None,
+                ema_state=self.weights.to_file(self.ema.state_dict(self.model)) if self.ema else None,
                 optimizer=self.optimizer,
                 trainer_state={"step": self.step, "seed": self.settings.seed, "world": self.dist.world},
                 recipe_yaml=self.recipe_yaml,
@@ -263,9 +285,9 @@ class Trainer:
         if path is None or not path.exists():
             return False
         ckpt = Checkpoint(path)
-        load_model_state(self.model, ckpt.model_state(), str(path))
+        self.weights.load(self.model, ckpt.model_state(), str(path))
         if self.ema is not None and ckpt.has("ema.safetensors"):
-            self.ema.load(ckpt.model_state(ema=True))
+            self.ema.load(self.weights.from_file(ckpt.model_state(ema=True)))
         ckpt.load_optimizer(self.optimizer)
         ckpt.restore_rng()
         self.step = int(ckpt.trainer_state()["step"])

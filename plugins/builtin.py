@@ -67,3 +67,9 @@ def register_metrics(register):
 def register_judges(register):
     """Built-in judges."""
     _register_kind("judges", register)
+
+
+@hookimpl
+def register_adapters(register):
+    """Built-in adapters."""
+    _register_kind("adapters", register)

@@ -57,6 +57,11 @@ def register_judges(register):
     """Register judges: frozen embedding, classifier, ASR or MOS models that metrics score with."""
 
 
+@hookspec
+def register_adapters(register):
+    """Register adapters: trainable additions (LoRA, ...) to a built model for fine-tuning, base frozen."""
+
+
 # kind (singular, as used by create/list_components and recipes) -> hook name
 HOOKS: dict[str, str] = {
     "encoder": "register_encoders",
@@ -68,5 +73,6 @@ HOOKS: dict[str, str] = {
     "dataset": "register_datasets",
     "metric": "register_metrics",
     "judge": "register_judges",
+    "adapter": "register_adapters",
 }
 KINDS: tuple[str, ...] = tuple(HOOKS)

@@ -115,6 +115,7 @@ class Recipe(Strict):
     sampler: ComponentRef = Field(default_factory=lambda: ComponentRef(name="euler"))
     train: TrainConfig = Field(default_factory=TrainConfig)
     data: DataConfig | None = None
+    adapter: ComponentRef | None = None  # fine-tune only this adapter (LoRA, ...) on train.init_from's weights
 
     def tasks(self) -> list[str]:
         """Tasks this recipe trains on."""
@@ -132,6 +133,8 @@ class Recipe(Strict):
         yield "sampler", "sampler", self.sampler
         if self.data is not None:
             yield "data", "dataset", self.data
+        if self.adapter is not None:
+            yield "adapter", "adapter", self.adapter
 
     def to_yaml(self) -> str:
         """The recipe as YAML, every default filled in."""

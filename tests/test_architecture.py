@@ -178,7 +178,7 @@ def test_core_knows_no_data_set():
     assert not offenders, offenders
     from vssflow.plugins.datasets.layouts import LAYOUTS
 
-    assert set(LAYOUTS) == {"vggsound", "lrs", "grid", "chem"}
+    assert set(LAYOUTS) == {"vggsound", "lrs", "grid", "chem", "folder"}
 
 
 def test_wheel_ships_every_builtin_recipe(tmp_path):

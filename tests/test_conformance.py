@@ -19,15 +19,18 @@ CASES = conformance_cases(distribution="vssflow")
 
 def test_there_are_builtins_of_every_kind():
     kinds = {kind for kind, _ in CASES}
-    assert kinds == {"encoder", "aggregator", "backbone", "sampler", "codec", "vocoder", "dataset", "metric", "judge"}
+    assert kinds == {"encoder", "aggregator", "backbone", "sampler", "codec", "vocoder", "dataset", "metric", "judge",
+                     "adapter"}
 
 
 @pytest.mark.parametrize("kind, name", CASES, ids=[f"{k}:{n}" for k, n in CASES])
 def test_builtin_component_conforms(kind, name):
     if kind in ("metric", "judge"):
         _skip_without_optional_packages(kind, name)
+    if kind == "adapter":
+        pytest.importorskip("peft", reason="adapters need the finetune extra")
     report = check_component(kind, name)
-    assert "determinism" in report.checks or "sample" in report.checks
+    assert "determinism" in report.checks or "sample" in report.checks or "merge" in report.checks
 
 
 def _skip_without_optional_packages(kind: str, name: str) -> None:

@@ -236,22 +236,83 @@ def build_chem(root: str | os.PathLike) -> BuildReport:
     return report
 
 
-LAYOUTS: dict[str, Callable[[str | os.PathLike], BuildReport]] = {
+def build_folder(root: str | os.PathLike, segment: float | None = None, val_every: int = 10) -> BuildReport:
+    """Any folder of videos with their own sound (a user's footage): every video file under ROOT, at any
+    depth, becomes a V2S clip whose audio is the video's own track.
+
+    id: the path under ROOT without its suffix, folders joined by `-`. A `<name>.json` beside a video is its
+    labels file (e.g. {"class": "door knock"}, read by `vssflow evaluate`). Split: a video under a
+    top-level `train/`, `val/` or `test/` folder takes that split; otherwise every `val_every`-th video (in
+    path order) is `val` and the rest `train` (val_every 0: all `train`). `segment` cuts each video into
+    consecutive windows of that many seconds (the last one kept when at least half a window), so a long
+    recording gives many training clips. Videos without an audio track, or that cannot be read, are skipped.
+    """
+    from vssflow.core.errors import MediaError
+    from vssflow.core.media import probe
+
+    if segment is not None and segment <= 0:
+        raise ManifestError(f"--segment must be a positive number of seconds, got {segment}")
+    if val_every < 0:
+        raise ManifestError(f"--val-every must be >= 0, got {val_every}")
+    root = Path(root)
+    report = BuildReport([])
+    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    seen: set[str] = set()
+    for number, video in enumerate(videos):
+        rel = video.relative_to(root)
+        clip_id = "-".join((*rel.parts[:-1], video.stem))
+        if clip_id in seen:
+            report.skipped["videos whose name another video already has"] += 1
+            continue
+        try:
+            info = probe(video)
+        except MediaError:
+            report.skipped["unreadable videos"] += 1
+            continue
+        if not info.has_audio:
+            report.skipped["videos without an audio track"] += 1
+            continue
+        if not info.has_video or info.duration_s <= 0:
+            report.skipped["files without a video stream"] += 1
+            continue
+        seen.add(clip_id)
+        top = rel.parts[0] if len(rel.parts) > 1 else ""
+        split = top if top in ("train", "val", "test") else (
+            "val" if val_every and number % val_every == val_every - 1 else "train")
+        labels = video.with_suffix(".json")
+        common = dict(task="v2s", video=video, labels=labels if labels.is_file() else None, split=split,
+                      meta={"dataset": "folder", "source": rel.as_posix()})
+        if not segment:
+            report.records.append(ClipRecord(id=clip_id, duration=round(info.duration_s, 4), **common))
+            continue
+        start, k = 0.0, 0
+        while info.duration_s - start >= segment / 2:
+            end = min(start + segment, info.duration_s)
+            report.records.append(ClipRecord(id=f"{clip_id}-{k:03d}", start=round(start, 4), end=round(end, 4),
+                                             **common))
+            start, k = start + segment, k + 1
+    return report
+
+
+LAYOUTS: dict[str, Callable[..., BuildReport]] = {
     "vggsound": build_vggsound,
     "lrs": build_lrs,
     "grid": build_grid,
     "chem": build_chem,
+    "folder": build_folder,
 }
 
 
-def build_manifest(layout: str, root: str | os.PathLike, out: str | os.PathLike) -> BuildReport:
-    """Scan a dataset folder of a known layout and write its manifest; the report says what was skipped."""
+def build_manifest(layout: str, root: str | os.PathLike, out: str | os.PathLike, **options: Any) -> BuildReport:
+    """Scan a dataset folder of a known layout and write its manifest; the report says what was skipped.
+    `options` go to the layout's builder (the `folder` layout's segment and val_every)."""
     if layout not in LAYOUTS:
         raise ManifestError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: not a directory")
-    report = LAYOUTS[layout](root)
+    report = LAYOUTS[layout](root, **options)
     if not report.records:
         raise ManifestError(f"{root}: no clips found for layout {layout!r} ({report.summary()})")
     write_manifest(out, report.records)

@@ -695,8 +695,10 @@ def generate_and_evaluate(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     metric_params: Mapping[str, Mapping[str, Any]] | None = None,
+    adapters: Sequence[tuple[str | Path, float]] = (),
 ) -> EvaluationResult:
-    """Generate every clip of `manifest` (or `ids`) with a checkpoint into OUT/generated, then score it."""
+    """Generate every clip of `manifest` (or `ids`) with a checkpoint (and adapters [(path, scale)]) into
+    OUT/generated, then score it."""
     from vssflow.core.media import write_audio
     from vssflow.generation import load_pipeline, requests_from_manifest
 
@@ -704,7 +706,7 @@ def generate_and_evaluate(
     if ids is not None:
         wanted = set(ids)
         requests = [r for r in requests if r.clip_id in wanted]
-    pipe = load_pipeline(checkpoint, device=device)
+    pipe = load_pipeline(checkpoint, device=device, adapters=adapters)
     wavs = pipe.generate(requests, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
                          progress=progress)
     gen_dir = Path(out) / "generated"

@@ -107,11 +107,14 @@ def clip_seed(seed: int, clip_id: str, window: int) -> int:
 class Pipeline:
     """A trained model ready to generate: assembly (model, vocoder, sampler), tokenizer, device."""
 
-    def __init__(self, checkpoint: str | Path, device: str | torch.device | None = None, ema: bool = True):
+    def __init__(self, checkpoint: str | Path, device: str | torch.device | None = None, ema: bool = True,
+                 adapters: Sequence[tuple[str | Path, float]] = ()):
+        from vssflow.adapters import attach_adapters, reject_adapter_checkpoint
         from vssflow.registry.assemble import build
         from vssflow.registry.recipe import recipe_from_dict
 
         ckpt = Checkpoint(checkpoint)
+        reject_adapter_checkpoint(ckpt)
         ckpt.check_plugins()
         source = f"{ckpt.path}/recipe.yaml"
         try:
@@ -127,6 +130,7 @@ class Pipeline:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.assembly = build(self.recipe, device=self.device)
         load_model_state(self.assembly.model, ckpt.model_state(ema=ema), str(ckpt.path))
+        self.adapters = attach_adapters(self.assembly.model, ckpt, adapters, ema=ema)  # (path, scale) each
         self.assembly.model.eval()
         self.checkpoint = ckpt
         self.tokenizer = None
@@ -142,7 +146,7 @@ class Pipeline:
         from vssflow.registry.assemble import build
 
         self = cls.__new__(cls)
-        self.recipe, self.checkpoint = recipe, None
+        self.recipe, self.checkpoint, self.adapters = recipe, None, []
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.assembly = build(recipe, device=self.device)
         self.assembly.model.eval()
@@ -422,9 +426,11 @@ class Pipeline:
         return self.generate([request], **{k: v for k, v in kwargs.items() if k not in req_keys})[0]
 
 
-def load_pipeline(checkpoint: str | Path, device: str | torch.device | None = None, ema: bool = True) -> Pipeline:
-    """Load a checkpoint directory for generation (EMA weights by default)."""
-    return Pipeline(checkpoint, device=device, ema=ema)
+def load_pipeline(checkpoint: str | Path, device: str | torch.device | None = None, ema: bool = True,
+                  adapters: Sequence[tuple[str | Path, float]] = ()) -> Pipeline:
+    """Load a checkpoint directory for generation (EMA weights by default), with adapter checkpoints
+    [(path, scale), ...] applied on top (vssflow.adapters)."""
+    return Pipeline(checkpoint, device=device, ema=ema, adapters=adapters)
 
 
 OUTPUT_MANIFEST = "generated.jsonl"
@@ -520,7 +526,10 @@ def generate_cli(args: Any) -> Iterator[Path]:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: --out names an existing file, not a folder; choose a folder")
-    pipe = load_pipeline(args.checkpoint, device=args.device, ema=not args.no_ema)
+    from vssflow.adapters import parse_adapters
+
+    adapters = parse_adapters(getattr(args, "adapters", None), getattr(args, "adapter_scales", None))
+    pipe = load_pipeline(args.checkpoint, device=args.device, ema=not args.no_ema, adapters=adapters)
     if args.manifest:
         if args.transcript is not None or args.speaker or args.speech_span or getattr(args, "caption", None) or any(
                 getattr(args, k, None) for k in ("prompt_audio", "inpaint", "audio", "voice_prompt")):
@@ -546,7 +555,8 @@ def generate_cli(args: Any) -> Iterator[Path]:
         given = {"caption": request.caption, "negative_prompt": request.negative_prompt,
                  "prompt_audio": str(request.prompt_audio) if request.prompt_audio else None,
                  "inpaint": list(request.inpaint) if request.inpaint else None,
-                 "voice_prompt": str(request.voice_prompt) if request.voice_prompt else None}
+                 "voice_prompt": str(request.voice_prompt) if request.voice_prompt else None,
+                 "adapters": [[a["sha256"], a["scale"]] for a in pipe.adapters] or None}
         return {k: v for k, v in given.items() if v is not None}
 
     asked = {r.clip_id: prompts(r) for r in requests}
@@ -554,7 +564,7 @@ def generate_cli(args: Any) -> Iterator[Path]:
             if not (r.clip_id in done and done[r.clip_id].get("seed") == args.seed
                     and done[r.clip_id].get("checkpoint") == checkpoint
                     and {k: done[r.clip_id][k] for k in ("caption", "negative_prompt", "prompt_audio", "inpaint",
-                                                           "voice_prompt")
+                                                           "voice_prompt", "adapters")
                          if k in done[r.clip_id]}
                     == asked[r.clip_id])]
     if len(todo) < len(requests):

@@ -232,6 +232,11 @@ def _train_locked(
     warn_unseen_guidance(recipe, recipe.sampler.params.get("condition_guidance") or {})
     assembly = build(recipe, device=dev)
     model = assembly.model
+    weights, adapter_meta = None, {}
+    if recipe.adapter is not None:  # train only the adapter, on train.init_from's frozen weights
+        from vssflow.adapters import prepare_run
+
+        weights, adapter_meta = prepare_run(recipe, model, newest if resuming else None)
     dataset = dataset_for(recipe, model)
     durations = None
     if recipe.data is not None and recipe.data.bucketing:  # similar lengths per batch, padded to the longest
@@ -242,16 +247,17 @@ def _train_locked(
         durations = dataset.durations()
     trainer = Trainer(
         model, recipe.train, dataset, dataset.collate, out,
-        meta=run_metadata(recipe, dataset.tokenizer if _has_transcripts(model) else None),
+        meta={**run_metadata(recipe, dataset.tokenizer if _has_transcripts(model) else None), **adapter_meta},
         recipe_yaml=recipe.to_yaml(), item_weights=item_weights(recipe, dataset), item_durations=durations,
         validate=_validator(recipe, model, out) if recipe.train.val_every else None,
         device=dev, dist=dist_info, progress=progress, find_unused=needs_unused_parameters(recipe),
+        weights=weights,
     )
     if resuming:
         trainer.resume(newest)  # the checkpoint must fit the model and optimizer before anything is written
     elif mode == "auto":
         log.info("nothing to resume in %s; starting a new run", out)
-    if recipe.train.init_from and trainer.step == 0:
+    if recipe.train.init_from and trainer.step == 0 and recipe.adapter is None:
         _init_from(model, recipe.train.init_from)
     if dist_info.is_main:
         # everything is checked: only now does the run folder change

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-LAYOUT_NAMES = ("vggsound", "lrs", "grid", "chem")
+LAYOUT_NAMES = ("vggsound", "lrs", "grid", "chem", "folder")
 FAMILY_NAMES = ("v2s", "visualtts", "mix")
 
 
@@ -41,8 +41,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     manifest = dsub.add_parser("manifest", help="build a manifest from a dataset folder of a known layout")
     manifest.add_argument("root", metavar="ROOT", help="dataset folder")
-    manifest.add_argument("--layout", required=True, choices=LAYOUT_NAMES, help="folder layout (see docs/data.md)")
+    manifest.add_argument("--layout", default="folder", choices=LAYOUT_NAMES,
+                          help="folder layout (see docs/data.md); default folder: any folder of videos with sound")
     manifest.add_argument("--out", required=True, metavar="M.jsonl", help="manifest to write")
+    manifest.add_argument("--segment", type=float, metavar="SECONDS",
+                          help="folder layout: cut each video into clips of this many seconds (e.g. the model's window)")
+    manifest.add_argument("--val-every", type=int, default=10, metavar="N",
+                          help="folder layout: every N-th video goes to the val split (default 10; 0: none)")
     manifest.set_defaults(func=run_manifest)
 
     check = dsub.add_parser("check", help="validate a manifest: fields, files, and with --probe the media itself")
@@ -88,7 +93,14 @@ def run_manifest(args: argparse.Namespace) -> int:
     from vssflow.plugins.datasets.layouts import build_manifest
 
     try:
-        report = build_manifest(args.layout, args.root, args.out)
+        options = {}
+        if args.layout == "folder":
+            options = {"segment": args.segment, "val_every": args.val_every}
+        elif args.segment is not None:
+            from vssflow.core.errors import VssflowError
+
+            raise VssflowError(f"--segment goes with --layout folder, not {args.layout}")
+        report = build_manifest(args.layout, args.root, args.out, **options)
     except OSError as exc:  # writing the manifest (or its temporary sibling); reading ROOT fails otherwise
         from pathlib import Path
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from vssflow.cli.generate import add_adapter_arguments
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the `evaluate` subcommand."""
@@ -29,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help="with --checkpoint: classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0, help="with --checkpoint: generation seed")
     p.add_argument("--device", default=None, help="with --checkpoint: cpu, cuda, ...")
+    add_adapter_arguments(p, "with --checkpoint: ")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -47,6 +50,12 @@ def parse_metric_params(items: list[str]) -> dict[str, dict]:
             raise EvaluationError(f"--metric-param {item!r}: write METRIC.KEY=VALUE, e.g. fd.judge=logmel-cnn")
         params.setdefault(metric, {})[key] = yaml.safe_load(value)
     return params
+
+
+def _adapters(args: argparse.Namespace) -> list[tuple[str, float]]:
+    from vssflow.adapters import parse_adapters
+
+    return parse_adapters(args.adapters, args.adapter_scales)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
         result = generate_and_evaluate(args.checkpoint, args.manifest, args.out, metrics, steps=args.steps,
                                        guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
                                        device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
-                                       metric_params=params)
+                                       metric_params=params, adapters=_adapters(args))
     else:
+        if args.adapters:
+            raise EvaluationError("--adapter goes with --checkpoint (generate, then score); --generated is scored as is")
         if bool(args.reference) == bool(args.manifest):
             raise EvaluationError("give exactly one of --reference DIR or --manifest M.jsonl")
         result = evaluate(args.generated, args.reference or args.manifest, metrics, out=args.out,

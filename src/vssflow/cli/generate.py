@@ -53,7 +53,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="regenerate clips already listed in OUT/generated.jsonl (default: skip them)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    add_adapter_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_adapter_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--adapter A [--adapter-scale s], both repeatable and paired by position."""
+    p.add_argument("--adapter", dest="adapters", action="append", default=[], metavar="DIR",
+                   help=prefix + "an adapter checkpoint trained on --checkpoint (repeatable: several adapters add up)")
+    p.add_argument("--adapter-scale", dest="adapter_scales", action="append", type=float, default=[], metavar="S",
+                   help="scale of the adapter at the same position (default 1; 0 turns it off)")
 
 
 def run(args: argparse.Namespace) -> int:

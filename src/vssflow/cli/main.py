@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "data",
     "features",
     "train_vocoder",
+    "adapter",
     "recipe",
     "plugins",
 )

@@ -56,4 +56,15 @@ def run_show(args: argparse.Namespace) -> int:
         a = counts["audio"]
         print(f"# audio: {a['sample_rate']} Hz, {a['channels']} channel(s); latent {a['frames']} frames x "
               f"{a['latent_channels']} channels at {a['latent_fps']:.4g} Hz (hop {a['hop_length']})")
+        if recipe.adapter is not None:
+            from vssflow.adapters import adapter_parameter_count
+            from vssflow.core.errors import VssflowError
+
+            try:
+                n, modules = adapter_parameter_count(recipe)
+            except VssflowError as exc:  # peft not installed, targets that match nothing
+                print(f"# adapter {recipe.adapter.name}: not counted ({exc})")
+            else:
+                print(f"# adapter {recipe.adapter.name}: {n:,} parameters on {modules} modules train; the model's "
+                      "parameters above stay frozen")
     return 0
