@@ -437,11 +437,13 @@ def write_outputs(out_dir: str | Path, request: ClipRequest, wav: torch.Tensor, 
 
 def finished_clips(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """id -> record of OUT/generated.jsonl for clips whose files are all there (a torn last line is ignored)."""
+    from vssflow.core.sharding import rank_record_files
+
     path = Path(out_dir) / OUTPUT_MANIFEST
     done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text(errors="replace").splitlines():
+    # records of sharded runs not yet merged (a rank was killed) count too
+    sources = ([path] if path.is_file() else []) + list(rank_record_files(out_dir, OUTPUT_MANIFEST))
+    for line in (ln for src in sources for ln in Path(src).read_text(errors="replace").splitlines()):
         try:
             rec = json.loads(line)
         except ValueError:
@@ -480,7 +482,25 @@ def requests_from_manifest(path: str | Path) -> list[ClipRequest]:
 def generate_cli(args: Any) -> Iterator[Path]:
     """`vssflow generate`: validate everything first, then generate batch by batch, publishing each clip (wav +
     mp4 + a line of OUT/generated.jsonl) as it finishes. A rerun skips the clips already published with the
-    same checkpoint and seed (`--overwrite` redoes them); an interruption keeps every published clip."""
+    same checkpoint and seed (`--overwrite` redoes them); an interruption keeps every published clip.
+    Under torchrun each rank generates its blocks of --batch-size missing clips (docs/scale.md)."""
+    from vssflow.core.sharding import Shard, barrier, merge_rank_records, process_group
+
+    shard = Shard.from_env()
+    with process_group(shard):
+        yield from _generate_cli(args, shard)
+        barrier(shard)
+        if shard.sharded and shard.is_main:  # the ranks' records become one OUT/generated.jsonl
+            merge_rank_records(args.out, OUTPUT_MANIFEST, [r.clip_id for r in _manifest_order(args)])
+
+
+def _manifest_order(args: Any) -> list[ClipRequest]:
+    return requests_from_manifest(args.manifest) if args.manifest else []
+
+
+def _generate_cli(args: Any, shard: Any) -> Iterator[Path]:
+    from vssflow.core.sharding import barrier, rank_records_name
+
     from vssflow.core.files import OutputError, append_line, ensure_dir, file_name_problem, write_error
 
     out = Path(args.out)
@@ -518,8 +538,11 @@ def generate_cli(args: Any) -> Iterator[Path]:
     if len(todo) < len(requests):
         log.info("%d of %d clips already in %s; generating the other %d (--overwrite redoes them)",
                  len(requests) - len(todo), len(requests), out / OUTPUT_MANIFEST, len(todo))
+    todo = shard.take(todo, args.batch_size)  # one process: all of them
     for request in todo:
         pipe.check(request)  # every input is checked before the output folder is touched
+    barrier(shard)  # every rank has listed the missing clips before any rank publishes one
+    records = out / (rank_records_name(OUTPUT_MANIFEST, shard) if shard.sharded else OUTPUT_MANIFEST)
     if not todo:
         return
     ensure_dir(out)
@@ -532,7 +555,7 @@ def generate_cli(args: Any) -> Iterator[Path]:
         record = {"id": request.clip_id, "files": [p.name for p in paths], "seconds": wav.shape[-1] / pipe.sample_rate,
                   "seed": args.seed, "checkpoint": checkpoint, **asked[request.clip_id]}
         try:
-            append_line(out / OUTPUT_MANIFEST, json.dumps(record))
+            append_line(records, json.dumps(record))
         except OSError as exc:
-            raise write_error(out / OUTPUT_MANIFEST, exc, "append to the output manifest") from None
+            raise write_error(records, exc, "append to the output manifest") from None
         yield from paths

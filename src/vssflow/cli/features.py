@@ -1,4 +1,7 @@
-"""`vssflow features extract RECIPE --manifest M`: cache the outputs of a recipe's frozen encoders."""
+"""`vssflow features extract RECIPE --manifest M`: cache the outputs of a recipe's frozen encoders.
+
+Under `torchrun --nproc_per_node=N -m vssflow features extract ...` each process encodes its share of the
+missing clips (docs/scale.md)."""
 
 from __future__ import annotations
 
@@ -26,11 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_extract(args: argparse.Namespace) -> int:
     """Build the recipe's encoders, extract the frozen ones, print where the features went."""
+    import os
     from pathlib import Path
 
     from vssflow.core.errors import RecipeError, VssflowError
     from vssflow.core.feature_extraction import extract_features
     from vssflow.core.manifest import read_manifest
+    from vssflow.core.sharding import Shard, process_group
     from vssflow.registry import create, get_spec
     from vssflow.registry.catalog import validate_params
     from vssflow.registry.recipe import load_recipe
@@ -54,10 +59,17 @@ def run_extract(args: argparse.Namespace) -> int:
         params = validate_params(spec, cond.encoder.params, where=f"conditions.{cname}.encoder.params")
         encoders[cname] = create("encoder", cond.encoder.name, **params.model_dump(mode="json"))
         tasks[cname] = cond.tasks
-    reports = extract_features(encoders, records, root, tasks=tasks, workers=args.workers,
-                               batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    shard = Shard.from_env()
+    device = args.device
+    if shard.sharded and device == "cuda":
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"  # one GPU per process
+    with process_group(shard):
+        reports = extract_features(encoders, records, root, tasks=tasks, workers=args.workers,
+                                   batch_size=args.batch_size, device=device,
+                                   progress=not args.no_progress and shard.is_main, shard=shard)
+    prefix = f"[rank {shard.rank}/{shard.world}] " if shard.sharded else ""
     for report in reports:
-        print(report.line())
-    if not any(r.folder is not None for r in reports):
+        print(prefix + report.line())
+    if not any(r.folder is not None for r in reports) and shard.is_main:
         print("no frozen encoders in this recipe: nothing to cache")
     return 0

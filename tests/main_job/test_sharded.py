@@ -1,0 +1,127 @@
+"""`torchrun -m vssflow features extract / generate --manifest / evaluate --checkpoint`: two processes (gloo,
+CPU) write what one process writes, byte for byte, and a rerun after an interruption does only what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.main_job.conftest import MICRO, vssflow
+from vssflow.core.sharding import Shard, merge_rank_records, rank_records_name
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+
+def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "VSSFLOW_LOAD_PLUGINS"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           "-m", "vssflow", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def files(folder: Path, pattern: str) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob(pattern))}
+
+
+def test_blocks_are_dealt_round_robin_and_cover_every_item_once():
+    items = list(range(11))
+    parts = [Shard(r, 3).take(items, block=2) for r in range(3)]
+    assert parts == [[0, 1, 6, 7], [2, 3, 8, 9], [4, 5, 10]]
+    assert sorted(sum(parts, [])) == items
+    assert Shard().take(items, block=4) == items
+
+
+def test_rank_records_are_merged_in_manifest_order_without_torn_lines(tmp_path):
+    (tmp_path / "generated.jsonl").write_text('{"id": "a"}\n')
+    (tmp_path / rank_records_name("generated.jsonl", Shard(1, 2))).write_text('{"id": "d"}\n{"id": "b"}\n{"id": "c"')
+    (tmp_path / rank_records_name("generated.jsonl", Shard(0, 2))).write_text('{"id": "c"}\n')
+    assert merge_rank_records(tmp_path, "generated.jsonl", ["a", "b", "c", "d"]) == 3
+    ids = [json.loads(ln)["id"] for ln in (tmp_path / "generated.jsonl").read_text().splitlines()]
+    assert ids == ["a", "b", "c", "d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generated.jsonl"]
+
+
+@pytest.fixture(scope="module")
+def frozen_recipe(tmp_path_factory) -> Path:
+    """The micro recipe with a frozen (cacheable) video encoder: a tiny timm ViT."""
+    path = tmp_path_factory.mktemp("recipe") / "micro-frozen.yaml"
+    path.write_text(f"base: {MICRO}\nname: micro-frozen\nconditions:\n  video:\n    encoder: {{name: timm-video, params: "
+                    "{model: test_vit, size: 32, fps: 5.0, frozen: true}}\n")
+    return path
+
+
+def test_sharded_feature_extraction_equals_one_process_and_resumes(tmp_path, synth_root, frozen_recipe):
+    manifest = synth_root / "manifest.jsonl"
+    args = ["features", "extract", str(frozen_recipe), "--manifest", str(manifest), "--batch-size", "3",
+            "--conditions", "video", "--no-progress"]
+    one = vssflow(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun(*args, "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    single = files(tmp_path / "one", "*.safetensors")
+    assert len(single) == 8
+    assert files(tmp_path / "two", "*.safetensors") == single  # byte-identical
+    assert "[rank 0/2]" in two.stdout and "[rank 1/2]" in two.stdout
+
+    # a killed job: three clips never written; the rerun encodes exactly those
+    lost = sorted((tmp_path / "two").rglob("*.safetensors"))[2:5]
+    for path in lost:
+        path.unlink()
+    again = torchrun(*args, "--out", str(tmp_path / "two"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    written = sum(int(ln.split("(")[1].split(" written")[0]) for ln in again.stdout.splitlines() if "written" in ln)
+    assert written == 3, again.stdout
+    assert files(tmp_path / "two", "*.safetensors") == single
+
+
+def test_sharded_generation_equals_one_process_and_resumes(tmp_path, synth_root, micro_checkpoint):
+    manifest = synth_root / "manifest.jsonl"
+    args = ["generate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--batch-size", "3",
+            "--seed", "5"]
+    one = vssflow(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun(*args, "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    single = files(tmp_path / "one", "*.wav")
+    assert len(single) == 8
+    assert files(tmp_path / "two", "*.wav") == single  # the same audio, bit for bit
+    records = [json.loads(ln) for ln in (tmp_path / "two" / "generated.jsonl").read_text().splitlines()]
+    order = [json.loads(ln)["id"] for ln in manifest.read_text().splitlines()]
+    assert [r["id"] for r in records] == order  # one merged record file, in manifest order
+    assert not list((tmp_path / "two").glob("generated.rank*"))
+
+    # a killed job: rank 1 died before the merge (its records are still in its own file), and three clips
+    # were never published; the rerun generates exactly those three
+    out = tmp_path / "two"
+    kept, lost, unmerged = records[:3], records[3:6], records[6:]
+    (out / "generated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    (out / rank_records_name("generated.jsonl", Shard(1, 2))).write_text("".join(json.dumps(r) + "\n" for r in unmerged))
+    for record in lost:
+        for name in record["files"]:
+            (out / name).unlink()
+    again = torchrun(*args, "--out", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    made = sorted(Path(ln).name for ln in again.stdout.split() if ln.endswith(".wav"))
+    assert made == sorted(f"{r['id']}.wav" for r in lost)
+    assert files(out, "*.wav") == single
+    assert sorted(json.loads(ln)["id"] for ln in (out / "generated.jsonl").read_text().splitlines()) == sorted(order)
+    assert not list(out.glob("generated.rank*"))
+
+
+def test_sharded_evaluate_generates_on_every_rank_and_scores_once(tmp_path, synth_root, micro_checkpoint):
+    manifest = synth_root / "manifest.jsonl"
+    ref = vssflow("generate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--batch-size", "3",
+                  "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    done = torchrun("evaluate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--batch-size", "3",
+                    "--metrics", "mel-distance", "--out", str(tmp_path / "eval"), "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert files(tmp_path / "eval" / "generated", "*.wav") == files(tmp_path / "ref", "*.wav")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert "mel-distance" in json.dumps(metrics) and done.stdout.count("metrics:") == 1
