@@ -49,11 +49,30 @@ def test_rank_records_are_merged_in_manifest_order_without_torn_lines(tmp_path):
 
 @pytest.fixture(scope="module")
 def frozen_recipe(tmp_path_factory) -> Path:
-    """The micro recipe with a frozen (cacheable) video encoder: a tiny timm ViT."""
-    path = tmp_path_factory.mktemp("recipe") / "micro-frozen.yaml"
+    """The micro recipe with a frozen (cacheable) video encoder: a tiny timm ViT with saved weights, as a
+    pretrained encoder would be (random initial weights would differ between processes)."""
+    import timm
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("recipe")
+    torch.manual_seed(0)
+    save_file(timm.create_model("test_vit", img_size=32).state_dict(), str(folder / "vit.safetensors"))
+    path = folder / "micro-frozen.yaml"
     path.write_text(f"base: {MICRO}\nname: micro-frozen\nconditions:\n  video:\n    encoder: {{name: timm-video, params: "
-                    "{model: test_vit, size: 32, fps: 5.0, frozen: true}}\n")
+                    f"{{model: test_vit, size: 32, fps: 5.0, checkpoint_path: {folder / 'vit.safetensors'}}}}}\n")
     return path
+
+
+def features(folder: Path) -> dict[str, tuple[bytes, dict]]:
+    """Cached features by file: the tensor's bits and the metadata (safetensors writes metadata keys in no
+    fixed order, so the files are compared by content, not as bytes)."""
+    from safetensors import safe_open
+
+    found = {}
+    for path in sorted(folder.rglob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            found[path.relative_to(folder).as_posix()] = (f.get_tensor("features").numpy().tobytes(), f.metadata())
+    return found
 
 
 def test_sharded_feature_extraction_equals_one_process_and_resumes(tmp_path, synth_root, frozen_recipe):
@@ -64,9 +83,9 @@ def test_sharded_feature_extraction_equals_one_process_and_resumes(tmp_path, syn
     assert one.returncode == 0, one.stderr[-3000:]
     two = torchrun(*args, "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
-    single = files(tmp_path / "one", "*.safetensors")
+    single = features(tmp_path / "one")
     assert len(single) == 8
-    assert files(tmp_path / "two", "*.safetensors") == single  # byte-identical
+    assert features(tmp_path / "two") == single  # bit-identical
     assert "[rank 0/2]" in two.stdout and "[rank 1/2]" in two.stdout
 
     # a killed job: three clips never written; the rerun encodes exactly those
@@ -77,7 +96,7 @@ def test_sharded_feature_extraction_equals_one_process_and_resumes(tmp_path, syn
     assert again.returncode == 0, again.stderr[-3000:]
     written = sum(int(ln.split("(")[1].split(" written")[0]) for ln in again.stdout.splitlines() if "written" in ln)
     assert written == 3, again.stdout
-    assert files(tmp_path / "two", "*.safetensors") == single
+    assert features(tmp_path / "two") == single
 
 
 def test_sharded_generation_equals_one_process_and_resumes(tmp_path, synth_root, micro_checkpoint):
