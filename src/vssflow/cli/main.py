@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "data",
     "features",
     "train_vocoder",
+    "checkpoint",
     "recipe",
     "plugins",
 )
