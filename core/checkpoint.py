@@ -243,8 +243,6 @@ def _is_complete(path: Path) -> bool:
     if not isinstance(meta, dict):
         return False
     if not (path / "model.safetensors").is_file():
-        from .sharded_checkpoint import complete
-
         return complete(path, meta)
     return True
 
@@ -369,6 +367,62 @@ class CheckpointFolder:
         return removed
 
 
+# sharded checkpoints of FSDP runs (written by core/sharded_checkpoint.py): reading them
+
+def shard_name(kind: str, rank: int, world: int) -> str:
+    """`model.rank00001-of-00004.safetensors`."""
+    return f"{kind}.rank{rank:05d}-of-{world:05d}.safetensors"
+
+
+def sharded_world(meta: dict[str, Any]) -> int | None:
+    """The world size of a sharded checkpoint's meta.json, None for a plain one."""
+    info = meta.get("sharded")
+    return int(info["world"]) if isinstance(info, dict) and "world" in info else None
+
+
+def complete(folder: Path, meta: dict[str, Any]) -> bool:
+    """Every rank's model file and shards.json are there."""
+    world = sharded_world(meta)
+    return world is not None and (folder / "shards.json").is_file() and all(
+        (folder / shard_name("model", r, world)).is_file() for r in range(world))
+
+
+def full_state(folder: Path, kind: str) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) state `kind` of a sharded step folder: each split tensor's ranks' rows joined."""
+    index = _read_json(folder / "shards.json")
+    world, layout = int(index["world"]), index["tensors"].get(kind)
+    if layout is None:
+        raise CheckpointError(f"{folder}: sharded checkpoint has no {kind} state")
+    parts = []
+    for r in range(world):
+        path = folder / shard_name(kind, r, world)
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: sharded checkpoint is missing {path.name}; it is incomplete")
+        parts.append(_load_tensors(path))
+    state = {}
+    for key, info in layout.items():
+        if info["split"]:
+            missing = [r for r in range(world) if key not in parts[r]]
+            if missing:
+                raise CheckpointError(f"{folder}: {shard_name(kind, missing[0], world)} lacks {key}; the checkpoint "
+                                      "is corrupt")
+            value = torch.cat([parts[r][key] for r in range(world)], dim=0)
+        else:
+            if key not in parts[0]:
+                raise CheckpointError(f"{folder}: {shard_name(kind, 0, world)} lacks {key}; the checkpoint is corrupt")
+            value = parts[0][key]
+        if list(value.shape) != list(info["shape"]):
+            raise CheckpointError(f"{folder}: {kind} tensor {key} joins to shape {tuple(value.shape)}, shards.json says "
+                                  f"{tuple(info['shape'])}; the checkpoint is corrupt")
+        state[key] = value
+    return state
+
+
+def has_state(folder: Path, kind: str) -> bool:
+    """Whether a sharded step folder holds state `kind`."""
+    return kind in _read_json(folder / "shards.json")["tensors"]
+
+
 class Checkpoint:
     """A checkpoint directory opened for reading; every read validates and raises CheckpointError."""
 
@@ -396,8 +450,6 @@ class Checkpoint:
             raise CheckpointError(
                 f"{self.path}: checkpoint format {self.meta.get('format_version')!r}, this vssflow reads {FORMAT_VERSION}"
             )
-        from .sharded_checkpoint import complete, sharded_world
-
         self.sharded = sharded_world(self.meta)  # world size of a sharded (FSDP) checkpoint, None when plain
         if self.sharded is not None and not complete(self.path, self.meta):
             raise CheckpointError(f"{self.path}: incomplete sharded checkpoint (a rank's model file or shards.json "
@@ -407,8 +459,6 @@ class Checkpoint:
         """Model weights; with ema=True (and an EMA file present) the EMA tensors replace their namesakes.
         A sharded checkpoint's ranks are joined (`vssflow.core.sharded_checkpoint`)."""
         if self.sharded is not None:
-            from .sharded_checkpoint import full_state, has_state
-
             state = full_state(self.path, "model")
             if ema and has_state(self.path, "ema"):
                 state.update(full_state(self.path, "ema"))
@@ -477,8 +527,6 @@ class Checkpoint:
     def optimizer_tensors(self) -> dict[str, torch.Tensor]:
         """The optimizer's tensors (a sharded checkpoint's ranks joined)."""
         if self.sharded is not None:
-            from .sharded_checkpoint import full_state
-
             return full_state(self.path, "optimizer")
         return self.tensors("optimizer")
 

@@ -23,37 +23,15 @@ sees (one machine, or a shared file system for several nodes).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .checkpoint import shard_name
 from .errors import CheckpointError
-
-KINDS = ("model", "ema", "optimizer")
-SHARD_FILE = re.compile(r"^(model|ema|optimizer)\.rank(\d{5})-of-(\d{5})\.safetensors$")
-
-
-def shard_name(kind: str, rank: int, world: int) -> str:
-    """`model.rank00001-of-00004.safetensors`."""
-    return f"{kind}.rank{rank:05d}-of-{world:05d}.safetensors"
-
-
-def sharded_world(meta: dict[str, Any]) -> int | None:
-    """The world size of a sharded checkpoint's meta.json, None for a plain one."""
-    info = meta.get("sharded")
-    return int(info["world"]) if isinstance(info, dict) and "world" in info else None
-
-
-def complete(folder: Path, meta: dict[str, Any]) -> bool:
-    """Every rank's model file and shards.json are there."""
-    world = sharded_world(meta)
-    return world is not None and (folder / "shards.json").is_file() and all(
-        (folder / shard_name("model", r, world)).is_file() for r in range(world))
 
 
 def _split(state: dict[str, torch.Tensor], rank: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -166,49 +144,9 @@ def _agree(failed: torch.Tensor, error: OSError | None, final: Path, what: str) 
                               "folder?); the previous checkpoint is kept")
 
 
-def full_state(folder: Path, kind: str) -> dict[str, torch.Tensor]:
-    """The whole (unsharded) state `kind` of a sharded step folder: each split tensor's ranks' rows joined."""
-    from .checkpoint import _load_tensors, _read_json
-
-    index = _read_json(folder / "shards.json")
-    world, layout = int(index["world"]), index["tensors"].get(kind)
-    if layout is None:
-        raise CheckpointError(f"{folder}: sharded checkpoint has no {kind} state")
-    parts = []
-    for r in range(world):
-        path = folder / shard_name(kind, r, world)
-        if not path.is_file():
-            raise CheckpointError(f"{folder}: sharded checkpoint is missing {path.name}; it is incomplete")
-        parts.append(_load_tensors(path))
-    state = {}
-    for key, info in layout.items():
-        if info["split"]:
-            missing = [r for r in range(world) if key not in parts[r]]
-            if missing:
-                raise CheckpointError(f"{folder}: {shard_name(kind, missing[0], world)} lacks {key}; the checkpoint "
-                                      "is corrupt")
-            value = torch.cat([parts[r][key] for r in range(world)], dim=0)
-        else:
-            if key not in parts[0]:
-                raise CheckpointError(f"{folder}: {shard_name(kind, 0, world)} lacks {key}; the checkpoint is corrupt")
-            value = parts[0][key]
-        if list(value.shape) != list(info["shape"]):
-            raise CheckpointError(f"{folder}: {kind} tensor {key} joins to shape {tuple(value.shape)}, shards.json says "
-                                  f"{tuple(info['shape'])}; the checkpoint is corrupt")
-        state[key] = value
-    return state
-
-
-def has_state(folder: Path, kind: str) -> bool:
-    """Whether a sharded step folder holds state `kind`."""
-    from .checkpoint import _read_json
-
-    return kind in _read_json(folder / "shards.json")["tensors"]
-
-
 def consolidate(source: str | Path, out: str | Path) -> Path:
     """Write the plain checkpoint (model/ema/optimizer.safetensors, ...) equal to a sharded one."""
-    from .checkpoint import Checkpoint, _read_json, save_checkpoint
+    from .checkpoint import Checkpoint, _read_json, full_state, has_state, save_checkpoint, sharded_world
 
     ckpt = Checkpoint(source)
     if sharded_world(ckpt.meta) is None:

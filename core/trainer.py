@@ -320,7 +320,7 @@ class Trainer:
         if self.ema is not None:
             ema = {}
             if ckpt.sharded is not None:
-                from .sharded_checkpoint import full_state, has_state
+                from .checkpoint import full_state, has_state
 
                 ema = full_state(ckpt.path, "ema") if has_state(ckpt.path, "ema") else {}
             elif ckpt.has("ema.safetensors"):

@@ -499,9 +499,8 @@ def _manifest_order(args: Any) -> list[ClipRequest]:
 
 
 def _generate_cli(args: Any, shard: Any) -> Iterator[Path]:
-    from vssflow.core.sharding import barrier, rank_records_name
-
     from vssflow.core.files import OutputError, append_line, ensure_dir, file_name_problem, write_error
+    from vssflow.core.sharding import barrier, rank_records_name
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
