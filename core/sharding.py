@@ -140,3 +140,15 @@ def _parses(line: str) -> bool:
         return isinstance(json.loads(line), dict)
     except ValueError:
         return False
+
+
+def rank_device(device: str | None, shard: Shard) -> str | None:
+    """Under torchrun, `cuda` (or no choice, on a machine with GPUs) means this process's GPU, cuda:LOCAL_RANK;
+    anything else is kept."""
+    if not shard.sharded or device not in (None, "cuda"):
+        return device
+    import torch
+
+    if device is None and not torch.cuda.is_available():
+        return None
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"

@@ -701,15 +701,15 @@ def generate_and_evaluate(
     Under torchrun each rank generates its blocks of `batch_size` clips (the batches of one process, so the
     audio is the same) and rank 0 scores them all; the other ranks return None."""
     from vssflow.core.media import write_audio
-    from vssflow.core.sharding import Shard, barrier, process_group
+    from vssflow.core.sharding import Shard, barrier, process_group, rank_device
     from vssflow.generation import load_pipeline, requests_from_manifest
 
     requests = requests_from_manifest(manifest)
     if ids is not None:
         wanted = set(ids)
         requests = [r for r in requests if r.clip_id in wanted]
-    pipe = load_pipeline(checkpoint, device=device)
     shard = Shard.from_env()
+    pipe = load_pipeline(checkpoint, device=rank_device(device, shard))
     with process_group(shard):
         mine = shard.take(requests, batch_size)
         wavs = pipe.generate(mine, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,

@@ -500,12 +500,12 @@ def _manifest_order(args: Any) -> list[ClipRequest]:
 
 def _generate_cli(args: Any, shard: Any) -> Iterator[Path]:
     from vssflow.core.files import OutputError, append_line, ensure_dir, file_name_problem, write_error
-    from vssflow.core.sharding import barrier, rank_records_name
+    from vssflow.core.sharding import barrier, rank_device, rank_records_name
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: --out names an existing file, not a folder; choose a folder")
-    pipe = load_pipeline(args.checkpoint, device=args.device, ema=not args.no_ema)
+    pipe = load_pipeline(args.checkpoint, device=rank_device(args.device, shard), ema=not args.no_ema)
     if args.manifest:
         if args.transcript is not None or args.speaker or args.speech_span or getattr(args, "caption", None):
             raise ContractError("--transcript/--caption/--speaker/--speech-span go with --video; a manifest has its "

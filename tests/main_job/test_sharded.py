@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.main_job.conftest import MICRO, vssflow
-from vssflow.core.sharding import Shard, merge_rank_records, rank_records_name
+from vssflow.core.sharding import Shard, merge_rank_records, rank_device, rank_records_name
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -35,6 +35,13 @@ def test_blocks_are_dealt_round_robin_and_cover_every_item_once():
     assert parts == [[0, 1, 6, 7], [2, 3, 8, 9], [4, 5, 10]]
     assert sorted(sum(parts, [])) == items
     assert Shard().take(items, block=4) == items
+
+
+def test_each_rank_takes_its_own_gpu(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert rank_device("cuda", Shard(11, 16)) == "cuda:3"
+    assert rank_device("cpu", Shard(11, 16)) == "cpu" and rank_device("cuda:1", Shard(11, 16)) == "cuda:1"
+    assert rank_device("cuda", Shard()) == "cuda"  # one process: as asked
 
 
 def test_rank_records_are_merged_in_manifest_order_without_torn_lines(tmp_path):

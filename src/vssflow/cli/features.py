@@ -29,13 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_extract(args: argparse.Namespace) -> int:
     """Build the recipe's encoders, extract the frozen ones, print where the features went."""
-    import os
     from pathlib import Path
 
     from vssflow.core.errors import RecipeError, VssflowError
     from vssflow.core.feature_extraction import extract_features
     from vssflow.core.manifest import read_manifest
-    from vssflow.core.sharding import Shard, process_group
+    from vssflow.core.sharding import Shard, process_group, rank_device
     from vssflow.registry import create, get_spec
     from vssflow.registry.catalog import validate_params
     from vssflow.registry.recipe import load_recipe
@@ -60,9 +59,7 @@ def run_extract(args: argparse.Namespace) -> int:
         encoders[cname] = create("encoder", cond.encoder.name, **params.model_dump(mode="json"))
         tasks[cname] = cond.tasks
     shard = Shard.from_env()
-    device = args.device
-    if shard.sharded and device == "cuda":
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"  # one GPU per process
+    device = rank_device(args.device, shard)  # under torchrun: one GPU per process
     with process_group(shard):
         reports = extract_features(encoders, records, root, tasks=tasks, workers=args.workers,
                                    batch_size=args.batch_size, device=device,
