@@ -52,6 +52,17 @@ class Case:
     result: dict = field(default_factory=dict)
 
 
+STRIDE = re.compile(r"^(stride_[a-z]+|[a-z]?s[a-z][bhl]|[qk][scd][bhl]|W)$")
+
+
+def _attrs(fn, pointers: dict) -> dict:
+    """What a real launch tells the compiler: pointers are 16-byte aligned (fresh torch allocations) and the
+    strides of (B, L, W) / (B, H, L, D) tensors with power-of-two widths are multiples of 16, as Triton
+    specialises them at launch. The mask's batch stride (its length) and the sequence lengths are not."""
+    return {(i,): [["tt.divisibility", 16]] for i, p in enumerate(fn.params)
+            if not p.is_constexpr and (p.name in pointers or (STRIDE.match(p.name) and p.name != "stride_mb"))}
+
+
 def _sig(fn, pointers: dict) -> dict:
     floats = {"eps", "qk_scale", "sm_scale"}
     return {p.name: "constexpr" if p.is_constexpr else pointers.get(p.name, "fp32" if p.name in floats else "i32")
@@ -143,7 +154,8 @@ def compile_case(case: Case) -> Case:
     module, name = case.kernel.split(":")
     fn = getattr(importlib.import_module(f"vssflow.core.kernels.{module}"), name)
     src = ASTSource(fn, _sig(fn, case.pointers),
-                    constexprs={(fn.arg_names.index(k),): v for k, v in case.constexprs.items()})
+                    constexprs={(fn.arg_names.index(k),): v for k, v in case.constexprs.items()},
+                    attrs=_attrs(fn, case.pointers))
     log = io.StringIO()
     start = time.perf_counter()
     try:
@@ -192,10 +204,19 @@ def main() -> int:
             cases += attention_cases(arch, dtypes)
         if args.only != "attention":
             cases += row_cases(arch, dtypes)
-    os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="vssflow-aot-"))
+    scratch = None
+    if "TRITON_CACHE_DIR" not in os.environ:  # a private cache, removed afterwards (every case is compiled)
+        scratch = tempfile.mkdtemp(prefix="vssflow-aot-")
+        os.environ["TRITON_CACHE_DIR"] = scratch
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        done = list(pool.map(compile_case, cases))
+    try:
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            done = list(pool.map(compile_case, cases))
+    finally:
+        if scratch is not None:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
     failed = 0
     print("| sm | configuration | registers | spills (B) | shared (KiB) | verdict |\n| --- | --- | --- | --- | --- | --- |")
     for case in done:
