@@ -170,6 +170,7 @@ def save_checkpoint(
     recipe_yaml: str | None = None,
     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     include_rng: bool = True,
+    extra_json: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically (temporary sibling, then rename) and return its path.
 
@@ -193,6 +194,8 @@ def save_checkpoint(
             _write_json(tmp / "optimizer.json", structure)
         for name, tensors in (extra_tensors or {}).items():
             _save_tensors(tmp / f"{name}.safetensors", tensors)
+        for name, data in (extra_json or {}).items():
+            _write_json(tmp / f"{name}.json", data)
         state = dict(trainer_state or {})
         if include_rng:
             rng_tensors, rng_meta = rng_state()
@@ -229,14 +232,19 @@ def step_folder_name(step: int) -> str:
 
 
 def _is_complete(path: Path) -> bool:
-    """Every required file there and meta.json (written last) a readable JSON object."""
-    if not path.is_dir() or any(not (path / f).is_file() for f in REQUIRED):
+    """Every required file there and meta.json (written last) a readable JSON object (for a sharded
+    checkpoint of an FSDP run: every rank's model file instead of model.safetensors)."""
+    if not path.is_dir() or not (path / "meta.json").is_file():
         return False
     try:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(meta, dict)
+    if not isinstance(meta, dict):
+        return False
+    if not (path / "model.safetensors").is_file():
+        return complete(path, meta)
+    return True
 
 
 @dataclass(frozen=True)
@@ -359,6 +367,62 @@ class CheckpointFolder:
         return removed
 
 
+# sharded checkpoints of FSDP runs (written by core/sharded_checkpoint.py): reading them
+
+def shard_name(kind: str, rank: int, world: int) -> str:
+    """`model.rank00001-of-00004.safetensors`."""
+    return f"{kind}.rank{rank:05d}-of-{world:05d}.safetensors"
+
+
+def sharded_world(meta: dict[str, Any]) -> int | None:
+    """The world size of a sharded checkpoint's meta.json, None for a plain one."""
+    info = meta.get("sharded")
+    return int(info["world"]) if isinstance(info, dict) and "world" in info else None
+
+
+def complete(folder: Path, meta: dict[str, Any]) -> bool:
+    """Every rank's model file and shards.json are there."""
+    world = sharded_world(meta)
+    return world is not None and (folder / "shards.json").is_file() and all(
+        (folder / shard_name("model", r, world)).is_file() for r in range(world))
+
+
+def full_state(folder: Path, kind: str) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) state `kind` of a sharded step folder: each split tensor's ranks' rows joined."""
+    index = _read_json(folder / "shards.json")
+    world, layout = int(index["world"]), index["tensors"].get(kind)
+    if layout is None:
+        raise CheckpointError(f"{folder}: sharded checkpoint has no {kind} state")
+    parts = []
+    for r in range(world):
+        path = folder / shard_name(kind, r, world)
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: sharded checkpoint is missing {path.name}; it is incomplete")
+        parts.append(_load_tensors(path))
+    state = {}
+    for key, info in layout.items():
+        if info["split"]:
+            missing = [r for r in range(world) if key not in parts[r]]
+            if missing:
+                raise CheckpointError(f"{folder}: {shard_name(kind, missing[0], world)} lacks {key}; the checkpoint "
+                                      "is corrupt")
+            value = torch.cat([parts[r][key] for r in range(world)], dim=0)
+        else:
+            if key not in parts[0]:
+                raise CheckpointError(f"{folder}: {shard_name(kind, 0, world)} lacks {key}; the checkpoint is corrupt")
+            value = parts[0][key]
+        if list(value.shape) != list(info["shape"]):
+            raise CheckpointError(f"{folder}: {kind} tensor {key} joins to shape {tuple(value.shape)}, shards.json says "
+                                  f"{tuple(info['shape'])}; the checkpoint is corrupt")
+        state[key] = value
+    return state
+
+
+def has_state(folder: Path, kind: str) -> bool:
+    """Whether a sharded step folder holds state `kind`."""
+    return kind in _read_json(folder / "shards.json")["tensors"]
+
+
 class Checkpoint:
     """A checkpoint directory opened for reading; every read validates and raises CheckpointError."""
 
@@ -372,6 +436,8 @@ class Checkpoint:
                 "meta.json; vssflow never unpickles files such as .pt/.ckpt)"
             )
         missing = [f for f in REQUIRED if not (self.path / f).is_file()]
+        if missing == ["model.safetensors"] and (self.path / "shards.json").is_file():
+            missing = []  # a sharded checkpoint (FSDP): checked below
         if missing:
             raise CheckpointError(f"{self.path}: incomplete checkpoint, missing {', '.join(missing)}")
         meta = _read_json(self.path / "meta.json")
@@ -384,9 +450,19 @@ class Checkpoint:
             raise CheckpointError(
                 f"{self.path}: checkpoint format {self.meta.get('format_version')!r}, this vssflow reads {FORMAT_VERSION}"
             )
+        self.sharded = sharded_world(self.meta)  # world size of a sharded (FSDP) checkpoint, None when plain
+        if self.sharded is not None and not complete(self.path, self.meta):
+            raise CheckpointError(f"{self.path}: incomplete sharded checkpoint (a rank's model file or shards.json "
+                                  "is missing)")
 
     def model_state(self, ema: bool = False) -> dict[str, torch.Tensor]:
-        """Model weights; with ema=True (and an EMA file present) the EMA tensors replace their namesakes."""
+        """Model weights; with ema=True (and an EMA file present) the EMA tensors replace their namesakes.
+        A sharded checkpoint's ranks are joined (`vssflow.core.sharded_checkpoint`)."""
+        if self.sharded is not None:
+            state = full_state(self.path, "model")
+            if ema and has_state(self.path, "ema"):
+                state.update(full_state(self.path, "ema"))
+            return state
         state = _load_tensors(self.path / "model.safetensors")
         if ema and (self.path / "ema.safetensors").is_file():
             averaged = _load_tensors(self.path / "ema.safetensors")
@@ -446,7 +522,13 @@ class Checkpoint:
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Restore optimizer state."""
-        optimizer_from_tensors(optimizer, self.tensors("optimizer"), _read_json(self.path / "optimizer.json"))
+        optimizer_from_tensors(optimizer, self.optimizer_tensors(), _read_json(self.path / "optimizer.json"))
+
+    def optimizer_tensors(self) -> dict[str, torch.Tensor]:
+        """The optimizer's tensors (a sharded checkpoint's ranks joined)."""
+        if self.sharded is not None:
+            return full_state(self.path, "optimizer")
+        return self.tensors("optimizer")
 
     def restore_rng(self) -> None:
         """Restore the RNG states saved with the checkpoint."""

@@ -1,6 +1,8 @@
 """Fill a feature cache (`vssflow.core.feature_cache`): run frozen encoders over a manifest's clips.
 
-An interrupted extraction resumes by skipping clips whose file exists. Core stays plugin-agnostic: the caller
+An interrupted extraction resumes by skipping clips whose file exists. Under torchrun each process takes its
+share of the missing clips (`vssflow.core.sharding`: blocks of `batch_size`, so every batch is the batch one
+process would encode and the files are bit-identical). Core stays plugin-agnostic: the caller
 builds the encoders with `vssflow.registry.create`, which stamps each with the resolved config the cache key
 is made from.
 """
@@ -20,6 +22,7 @@ import torch
 from .data import ClipDataset
 from .feature_cache import cache_dir_for, encoder_config, feature_path, write_feature_file
 from .media import atomic_path
+from .sharding import Shard, barrier
 
 
 @dataclass
@@ -54,15 +57,18 @@ def extract_features(
     batch_size: int = 4,
     device: str = "cpu",
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> list[ExtractReport]:
     """Run each frozen encoder ({condition: encoder built by the registry}) over `records` into the cache.
 
     `tasks` limits a condition to clips of those tasks. Clips already cached are skipped; decoding runs in
-    `workers` DataLoader processes.
+    `workers` DataLoader processes. `shard`: this process's rank and the world size (default: one process);
+    each rank encodes its blocks of `batch_size` missing clips.
     """
     from torch.utils.data import DataLoader
 
     reports: list[ExtractReport] = []
+    plans: list[tuple[str, Any, ExtractReport, list[Any]]] = []
     for cname, encoder in encoders.items():
         info = getattr(encoder, "vssflow_component", None)
         name = info.name if info is not None else type(encoder).__name__
@@ -81,6 +87,14 @@ def extract_features(
         report = ExtractReport(cname, name, folder)
         todo = [r for r in records if not feature_path(folder, r.id).is_file()]
         report.skipped = len(records) - len(todo)
+        if shard is not None and shard.sharded:
+            todo = shard.take(todo, batch_size)
+        reports.append(report)
+        plans.append((cname, encoder, report, todo))
+    # every rank has listed what is missing before any rank writes: the split is the same on all ranks
+    barrier(shard or Shard())
+    for cname, encoder, report, todo in plans:
+        name, folder, contract = report.encoder, report.folder, encoder.contract
         started = time.perf_counter()
         if todo:
             allowed = (tasks or {}).get(cname)
@@ -103,7 +117,6 @@ def extract_features(
                 if bar is not None:
                     bar.close()
         report.seconds = time.perf_counter() - started
-        reports.append(report)
     return reports
 
 

@@ -54,7 +54,8 @@ class TrainSettings(Protocol):
     val_every: int
     ckpt_every: int
     num_workers: int
-    # optional: keep_last (None: keep every checkpoint), keep_every (also keep steps divisible by it)
+    # optional: keep_last (None: keep every checkpoint), keep_every (also keep steps divisible by it),
+    # strategy ("ddp" or "fsdp", see core/fsdp.py), activation_checkpointing (bool)
 
 
 class FullWeights:
@@ -232,6 +233,17 @@ class Trainer:
                 f"micro-batch {self.plan.micro_size} (batch_size / grad_accum) is not divisible by {self.dist.world} processes"
             )
         self.model.to(self.device)
+        if getattr(settings, "activation_checkpointing", False):
+            from .fsdp import checkpoint_activations
+
+            checkpoint_activations(model)
+        self.wrapped: nn.Module = _LossModule(model)
+        self.fsdp = getattr(settings, "strategy", "ddp") == "fsdp" and self.dist.world > 1
+        if self.fsdp:  # before the optimizer and the EMA: they hold the sharded parameters
+            from .fsdp import shard
+
+            shard(self.wrapped, self.dist.world, self.device, find_unused=find_unused,
+                  bf16=settings.precision == "bf16" and self.device.type == "cuda")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             parameter_groups(model, settings.weight_decay), lr=settings.lr, betas=tuple(settings.betas),
@@ -239,8 +251,7 @@ class Trainer:
         )
         self.ema = EMA(model, settings.ema) if settings.ema > 0 else None
         self.step = 0
-        self.wrapped: nn.Module = _LossModule(model)
-        if self.dist.world > 1:
+        if self.dist.world > 1 and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -260,6 +271,8 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write checkpoints/step-NNNNNN completely, point `last` at it, apply retention (rank 0 only)."""
+        if self.fsdp:
+            return self._save_sharded()
         if not all(torch.isfinite(p).all() for p in self.params):  # never publish weights that diverged
             raise DivergenceError(self._diverged("weights", applied=True))  # (every rank: the weights agree)
         if not self.dist.is_main:
@@ -285,14 +298,73 @@ class Trainer:
         if path is None or not path.exists():
             return False
         ckpt = Checkpoint(path)
+        if self.fsdp:
+            return self._resume_sharded(ckpt)
         self.weights.load(self.model, ckpt.model_state(), str(path))
-        if self.ema is not None and ckpt.has("ema.safetensors"):
-            self.ema.load(self.weights.from_file(ckpt.model_state(ema=True)))
+        if self.ema is not None and (ckpt.has("ema.safetensors") or ckpt.sharded is not None):
+            self.ema.load(self.weights.from_file(ckpt.model_state(ema=True)))  # (sharded: an FSDP run's, joined)
         ckpt.load_optimizer(self.optimizer)
         ckpt.restore_rng()
         self.step = int(ckpt.trainer_state()["step"])
         self.resumed_from = path
         log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    def _save_sharded(self) -> Path | None:
+        """save() under FSDP: every rank writes its shards (core/sharded_checkpoint.py), rank 0 publishes."""
+        from .fsdp import all_finite
+        from .sharded_checkpoint import save_sharded
+
+        if not all_finite(self.params):
+            raise DivergenceError(self._diverged("weights", applied=True))
+        folder = self.ckpt_dir / step_folder_name(self.step)
+        if not (folder.is_dir() and self.checkpoints.newest() == folder):
+            save_sharded(folder, self.dist.rank, self.dist.world, self.model.state_dict(),
+                         {**self.meta, "step": self.step},
+                         ema_state=self.ema.state_dict(self.model) if self.ema else None, optimizer=self.optimizer,
+                         trainer_state={"step": self.step, "seed": self.settings.seed, "world": self.dist.world},
+                         recipe_yaml=self.recipe_yaml)
+        if not self.dist.is_main:
+            return None
+        self.checkpoints.publish(folder)
+        self.checkpoints.retain(getattr(self.settings, "keep_last", None), getattr(self.settings, "keep_every", None))
+        return self.checkpoints.last
+
+    def _resume_sharded(self, ckpt: Checkpoint) -> bool:
+        """resume() under FSDP, from a sharded checkpoint of any world size or a plain one: every tensor is
+        read whole and this rank keeps its rows."""
+        from .checkpoint import _read_json, optimizer_from_tensors
+        from .fsdp import like
+
+        own = self.model.state_dict()
+        state = ckpt.model_state()
+        load_model_state(self.model, {k: like(v, own[k]) if k in own else v for k, v in state.items()}, str(ckpt.path))
+        if self.ema is not None:
+            ema = {}
+            if ckpt.sharded is not None:
+                from .checkpoint import full_state, has_state
+
+                ema = full_state(ckpt.path, "ema") if has_state(ckpt.path, "ema") else {}
+            elif ckpt.has("ema.safetensors"):
+                ema = ckpt.tensors("ema")
+            self.ema.load({k: like(v, self.ema.shadow[k]) for k, v in ema.items() if k in self.ema.shadow})
+        structure = _read_json(ckpt.path / "optimizer.json")
+        order = [p for group in self.optimizer.param_groups for p in group["params"]]
+        tensors = ckpt.optimizer_tensors()
+        placed = {}
+        for idx, slots in structure["state"].items():
+            param = order[int(idx)] if int(idx) < len(order) else None
+            for slot in slots.values():
+                name = slot.get("tensor")
+                if name in tensors:
+                    value = tensors[name]
+                    fits = param is not None and tuple(value.shape) == tuple(param.shape)
+                    placed[name] = like(value, param) if fits else value
+        optimizer_from_tensors(self.optimizer, placed, structure)
+        ckpt.restore_rng()
+        self.step = int(ckpt.trainer_state()["step"])
+        self.resumed_from = ckpt.path
+        log.info("resumed from %s at step %d", ckpt.path, self.step)
         return True
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -375,7 +447,9 @@ class Trainer:
         plain = 0.0
         for k, batch in enumerate(batches):
             last = k == len(batches) - 1
-            sync = contextlib.nullcontext() if last or world == 1 else self.wrapped.no_sync()
+            sync = contextlib.nullcontext() if last or world == 1 or self.fsdp else self.wrapped.no_sync()
+            if self.fsdp:  # FSDP's no_sync: reduce-scatter only after the last micro-batch
+                self.wrapped.set_requires_gradient_sync(last)
             with sync:
                 loss, count = self._forward(batch)
                 if weighted is None:
@@ -405,7 +479,12 @@ class Trainer:
             logged = float(totals[0] / totals[1])
         else:
             logged = plain
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip or float("inf"))
+        if self.fsdp:
+            from .fsdp import clip_grad_norm
+
+            grad_norm = clip_grad_norm(self.params, self.settings.grad_clip or float("inf"))
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip or float("inf"))
         if not math.isfinite(logged) and (world == 1 or weighted):  # a global value: every rank agrees
             self.optimizer.zero_grad(set_to_none=True)
             raise DivergenceError(self._diverged("loss"))
@@ -448,7 +527,13 @@ class Trainer:
                 if self.step % self.settings.log_every == 0 or self.step == total:
                     self._log({"step": self.step, "steps_per_s": rate, **record})
                 if self.validate is not None and self.settings.val_every and self.step % self.settings.val_every == 0:
-                    if self.dist.is_main:
+                    if self.fsdp:  # every rank samples (the blocks gather their shards); rank 0 writes
+                        from .fsdp import gathered
+
+                        with gathered(self.wrapped):
+                            scores = self.validate(self.model, self.step)
+                        self._log({"step": self.step, **{f"val/{k}": v for k, v in scores.items()}})
+                    elif self.dist.is_main:
                         scores = self.validate(self.model, self.step)
                         self._log({"step": self.step, **{f"val/{k}": v for k, v in scores.items()}})
                 if self.settings.ckpt_every and self.step % self.settings.ckpt_every == 0 and self.step < total:

@@ -91,6 +91,8 @@ class TrainConfig(Strict):
     init_from: str | None = None  # checkpoint directory to fine-tune from
     keep_last: Annotated[int, Field(ge=1)] | None = None  # newest step checkpoints kept (None: all)
     keep_every: Annotated[int, Field(gt=0)] | None = None  # also keep every step divisible by this
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # several processes: replicate the model (ddp) or shard it (fsdp)
+    activation_checkpointing: bool = False  # recompute each backbone block's activations in the backward pass
 
 
 class DataConfig(ComponentRef):

@@ -68,6 +68,7 @@ class MotionParams(_Params):
     temporal_kernel: Annotated[int, Field(gt=0)] = 3
     flow_grid: Annotated[int, Field(ge=0, le=16)] = 4  # Lucas-Kanade flow/acceleration per grid cell; 0: off
     flow_window: Annotated[int, Field(ge=3, le=15)] = 5  # LK window (odd), also the flow clamp in px/frame
+    flow_cache: Annotated[int, Field(ge=0)] = 4096  # clips whose LK statistics are kept (CPU); 0: recompute
 
     @field_validator("flow_window")
     @classmethod

@@ -174,3 +174,52 @@ def lucas_kanade_motion(y: Tensor, mask: Tensor, grid: int, window: int = 5, eps
     accel = flow - torch.cat([torch.zeros_like(flow[:, :1]), flow[:, :-1]], dim=1)
     accel = accel * (pair * torch.cat([pair[:, :1] * 0, pair[:, :-1]], dim=1))[..., None]  # two valid pairs
     return torch.cat([flow, accel], dim=-1).to(y.dtype)
+
+
+class MotionStatsCache:
+    """Per-clip memo of `lucas_kanade_motion`: parameter-free, so a clip's statistics never change and are
+    computed once, not at every training step that draws the clip again.
+
+    Keyed by a digest of the clip's luma frames and frame mask (the exact input, so crops, augmentations and
+    other windows of a clip are other keys and can never be served stale); the least recently used entry goes
+    first beyond `capacity` clips. Only CPU tensors are memoised (on a GPU the statistics cost less than the
+    copy a digest needs). Each row is computed alone, so a clip's statistics do not depend on its batch.
+    """
+
+    def __init__(self, capacity: int):
+        from collections import OrderedDict
+
+        self.capacity = int(capacity)
+        self.entries: OrderedDict[bytes, Tensor] = OrderedDict()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(y: Tensor, mask: Tensor, grid: int, window: int) -> bytes:
+        """Digest of one clip's luma (L, 1, H, W), mask (L,) and the settings."""
+        import hashlib
+
+        digest = hashlib.blake2b(digest_size=20)
+        digest.update(repr((tuple(y.shape), str(y.dtype), grid, window)).encode())
+        digest.update(y.detach().contiguous().numpy().tobytes())
+        digest.update(mask.detach().to(torch.uint8).contiguous().numpy().tobytes())
+        return digest.digest()
+
+    def __call__(self, y: Tensor, mask: Tensor, grid: int, window: int) -> Tensor:
+        """lucas_kanade_motion(y, mask, grid, window), (B, L, 4 * grid^2), from the memo where possible."""
+        if self.capacity <= 0 or y.device.type != "cpu" or y.requires_grad:
+            return lucas_kanade_motion(y, mask, grid, window)
+        rows = []
+        for i in range(y.shape[0]):
+            k = self.key(y[i], mask[i], grid, window)
+            stats = self.entries.get(k)
+            if stats is None:
+                self.misses += 1
+                stats = lucas_kanade_motion(y[i : i + 1], mask[i : i + 1], grid, window)[0]
+                self.entries[k] = stats
+                if len(self.entries) > self.capacity:
+                    self.entries.popitem(last=False)
+            else:
+                self.hits += 1
+                self.entries.move_to_end(k)
+            rows.append(stats)
+        return torch.stack(rows)

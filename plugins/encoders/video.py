@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from vssflow.core.errors import ContractError
 from vssflow.core.interfaces import Condition, Encoder, InputContract
 
-from .layers import FrameCNN, TemporalConv, check_fps, component_label, lucas_kanade_motion, luma
+from .layers import FrameCNN, MotionStatsCache, TemporalConv, check_fps, component_label, luma
 
 EXAMPLE_FRAMES = 6
 
@@ -139,9 +139,11 @@ class MotionEncoder(VideoEncoder):
         temporal_kernel: int = 3,
         flow_grid: int = 4,
         flow_window: int = 5,
+        flow_cache: int = 4096,
     ):
         super().__init__()
         self.flow_grid, self.flow_window = int(flow_grid), int(flow_window)
+        self.flow_stats = MotionStatsCache(flow_cache)  # the statistics are parameter-free: once per clip
         self.flow_proj = nn.Linear(4 * flow_grid * flow_grid, dim) if flow_grid > 0 else None
         # two input channels: luma and its temporal difference, both roughly centred at 0
         self._setup_video(fps, size, mean=(0.5, 0.0), std=(0.25, 0.25))
@@ -171,7 +173,7 @@ class MotionEncoder(VideoEncoder):
         h = torch.cat([y, diff], dim=2).flatten(0, 1)  # (B*L, 2, H, W)
         h = self.frame(self.normalise(h)).view(b, length, self.dim)
         if self.flow_proj is not None:
-            stats = lucas_kanade_motion(y, mask, self.flow_grid, self.flow_window)  # (B, L, 4 * grid^2)
+            stats = self.flow_stats(y, mask, self.flow_grid, self.flow_window)  # (B, L, 4 * grid^2)
             h = h + self.flow_proj(stats.to(h.dtype))
         for layer in self.temporal:
             h = layer(h, mask)

@@ -60,6 +60,26 @@ def _labels(record: Any) -> dict[str, Any]:
     return json.loads(Path(record.labels).read_text()) if record.labels else {}
 
 
+def demo_recipe(data_root: str | Path, recipe: str = "unified-demo", clips: int | None = None,
+                steps: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """The demo's resolved recipe: `recipe` on a synthetic set of `clips` clips in `data_root`."""
+    from vssflow.registry.recipe import load_recipe
+
+    base = load_recipe(recipe, components=False)
+    settings = [
+        "data.name=synthetic-av",
+        f"data.params.root={data_root}",
+        f"data.params.clips={clips or DEMO_CLIPS}",
+        f"data.params.seconds={base.audio.duration_s}",
+        "data.params.families=[v2s,visualtts,mix]",
+        "data.params.workers=2",
+        f"train.steps={steps or DEMO_STEPS}",
+        *DEMO_OVERRIDES,
+        *overrides,
+    ]
+    return load_recipe(recipe, settings)
+
+
 def run_demo(
     out: str | Path = "runs/demo",
     recipe: str = "unified-demo",
@@ -72,25 +92,12 @@ def run_demo(
     from vssflow.core.media import read_audio, write_audio
     from vssflow.generation import ClipRequest, load_pipeline
     from vssflow.registry import create
-    from vssflow.registry.recipe import load_recipe
     from vssflow.report import ClipEntry, spectrogram_png, write_report
     from vssflow.training import train
 
     started = time.perf_counter()
     out = Path(out)
-    base = load_recipe(recipe, components=False)
-    settings = [
-        "data.name=synthetic-av",
-        f"data.params.root={out / 'data'}",
-        f"data.params.clips={clips or DEMO_CLIPS}",
-        f"data.params.seconds={base.audio.duration_s}",
-        "data.params.families=[v2s,visualtts,mix]",
-        "data.params.workers=2",
-        f"train.steps={steps or DEMO_STEPS}",
-        *DEMO_OVERRIDES,
-        *overrides,
-    ]
-    resolved = load_recipe(recipe, settings)
+    resolved = demo_recipe(out / "data", recipe, clips, steps, overrides)
     run_dir = out / "run"
     last = run_dir / "checkpoints" / "last"
 

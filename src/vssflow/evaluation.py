@@ -696,21 +696,31 @@ def generate_and_evaluate(
     progress: bool = True,
     metric_params: Mapping[str, Mapping[str, Any]] | None = None,
     adapters: Sequence[tuple[str | Path, float]] = (),
-) -> EvaluationResult:
+) -> EvaluationResult | None:
     """Generate every clip of `manifest` (or `ids`) with a checkpoint (and adapters [(path, scale)]) into
-    OUT/generated, then score it."""
+    OUT/generated, then score it.
+
+    Under torchrun each rank generates its blocks of `batch_size` clips (the batches of one process, so the
+    audio is the same) and rank 0 scores them all; the other ranks return None."""
     from vssflow.core.media import write_audio
+    from vssflow.core.sharding import Shard, barrier, process_group, rank_device
     from vssflow.generation import load_pipeline, requests_from_manifest
 
     requests = requests_from_manifest(manifest)
     if ids is not None:
         wanted = set(ids)
         requests = [r for r in requests if r.clip_id in wanted]
-    pipe = load_pipeline(checkpoint, device=device, adapters=adapters)
-    wavs = pipe.generate(requests, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
-                         progress=progress)
-    gen_dir = Path(out) / "generated"
-    for request, wav in zip(requests, wavs, strict=True):
-        write_audio(gen_dir / f"{request.clip_id}.wav", wav, pipe.sample_rate)
+    shard = Shard.from_env()
+    pipe = load_pipeline(checkpoint, device=rank_device(device, shard), adapters=adapters)
+    with process_group(shard):
+        mine = shard.take(requests, batch_size)
+        wavs = pipe.generate(mine, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
+                             progress=progress and shard.is_main)
+        gen_dir = Path(out) / "generated"
+        for request, wav in zip(mine, wavs, strict=True):
+            write_audio(gen_dir / f"{request.clip_id}.wav", wav, pipe.sample_rate)
+        barrier(shard)  # every rank's clips are written before rank 0 scores them
+    if not shard.is_main:
+        return None
     return evaluate(gen_dir, manifest, metrics, out=out, ids=[r.clip_id for r in requests],
                     batch_size=batch_size, cache_dir=cache_dir, progress=progress, metric_params=metric_params)

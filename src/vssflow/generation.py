@@ -477,11 +477,13 @@ def write_outputs(out_dir: str | Path, request: ClipRequest, wav: torch.Tensor, 
 
 def finished_clips(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """id -> record of OUT/generated.jsonl for clips whose files are all there (a torn last line is ignored)."""
+    from vssflow.core.sharding import rank_record_files
+
     path = Path(out_dir) / OUTPUT_MANIFEST
     done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text(errors="replace").splitlines():
+    # records of sharded runs not yet merged (a rank was killed) count too
+    sources = ([path] if path.is_file() else []) + list(rank_record_files(out_dir, OUTPUT_MANIFEST))
+    for line in (ln for src in sources for ln in Path(src).read_text(errors="replace").splitlines()):
         try:
             rec = json.loads(line)
         except ValueError:
@@ -520,8 +522,25 @@ def requests_from_manifest(path: str | Path) -> list[ClipRequest]:
 def generate_cli(args: Any) -> Iterator[Path]:
     """`vssflow generate`: validate everything first, then generate batch by batch, publishing each clip (wav +
     mp4 + a line of OUT/generated.jsonl) as it finishes. A rerun skips the clips already published with the
-    same checkpoint and seed (`--overwrite` redoes them); an interruption keeps every published clip."""
+    same checkpoint and seed (`--overwrite` redoes them); an interruption keeps every published clip.
+    Under torchrun each rank generates its blocks of --batch-size missing clips (docs/scale.md)."""
+    from vssflow.core.sharding import Shard, barrier, merge_rank_records, process_group
+
+    shard = Shard.from_env()
+    with process_group(shard):
+        yield from _generate_cli(args, shard)
+        barrier(shard)
+        if shard.sharded and shard.is_main:  # the ranks' records become one OUT/generated.jsonl
+            merge_rank_records(args.out, OUTPUT_MANIFEST, [r.clip_id for r in _manifest_order(args)])
+
+
+def _manifest_order(args: Any) -> list[ClipRequest]:
+    return requests_from_manifest(args.manifest) if args.manifest else []
+
+
+def _generate_cli(args: Any, shard: Any) -> Iterator[Path]:
     from vssflow.core.files import OutputError, file_name_problem
+    from vssflow.core.sharding import barrier, rank_device, rank_records_name
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -529,7 +548,7 @@ def generate_cli(args: Any) -> Iterator[Path]:
     from vssflow.adapters import parse_adapters
 
     adapters = parse_adapters(getattr(args, "adapters", None), getattr(args, "adapter_scales", None))
-    pipe = load_pipeline(args.checkpoint, device=args.device, ema=not args.no_ema, adapters=adapters)
+    pipe = load_pipeline(args.checkpoint, device=rank_device(args.device, shard), ema=not args.no_ema, adapters=adapters)
     if args.manifest:
         if args.transcript is not None or args.speaker or args.speech_span or getattr(args, "caption", None) or any(
                 getattr(args, k, None) for k in ("prompt_audio", "inpaint", "audio", "voice_prompt")):
@@ -570,26 +589,31 @@ def generate_cli(args: Any) -> Iterator[Path]:
     if len(todo) < len(requests):
         log.info("%d of %d clips already in %s; generating the other %d (--overwrite redoes them)",
                  len(requests) - len(todo), len(requests), out / OUTPUT_MANIFEST, len(todo))
+    todo = shard.take(todo, args.batch_size)  # one process: all of them
     for request in todo:
         pipe.check(request)  # every input is checked before the output folder is touched
+    barrier(shard)  # every rank has listed the missing clips before any rank publishes one
+    records = out / (rank_records_name(OUTPUT_MANIFEST, shard) if shard.sharded else OUTPUT_MANIFEST)
     if not todo:
         return
     for _, paths in publish_clips(pipe, todo, out, record=lambda r: asked[r.clip_id], steps=args.steps,
                                   guidance=args.guidance, sampler=args.sampler, seed=args.seed, overlap=args.overlap,
                                   batch_size=args.batch_size, progress=len(todo) > 1, precision=args.precision,
-                                  long=getattr(args, "long", None)):
+                                  long=getattr(args, "long", None), records=records):
         yield from paths
 
 
 def publish_clips(pipe: Pipeline, requests: Sequence[ClipRequest], out_dir: str | Path, *, seed: int = 0,
-                  record: Callable[[ClipRequest], dict[str, Any]] | None = None,
+                  record: Callable[[ClipRequest], dict[str, Any]] | None = None, records: str | Path | None = None,
                   **options: Any) -> Iterator[tuple[ClipRequest, list[Path]]]:
     """Generate `requests` (options: `Pipeline.iter_generate`'s) and publish each clip as it finishes: OUT/<id>.wav
     and OUT/<id>.mp4 (`write_outputs`) and a line of OUT/generated.jsonl (id, files, seconds, seed, checkpoint and
-    `record(request)`). Yields (request, [wav, mp4]). `vssflow generate` and `vssflow app` both generate here."""
+    `record(request)`; `records`: another file for those lines, as a rank of a sharded run writes). Yields
+    (request, [wav, mp4]). `vssflow generate` and `vssflow app` both generate here."""
     from vssflow.core.files import append_line, ensure_dir, write_error
 
     out = Path(out_dir)
+    records_path = Path(records) if records is not None else out / OUTPUT_MANIFEST
     ensure_dir(out)
     checkpoint = str(Path(pipe.checkpoint.path).resolve()) if pipe.checkpoint is not None else None
     for i, wav in pipe.iter_generate(requests, seed=seed, **options):
@@ -598,7 +622,7 @@ def publish_clips(pipe: Pipeline, requests: Sequence[ClipRequest], out_dir: str 
         line = {"id": request.clip_id, "files": [p.name for p in paths], "seconds": wav.shape[-1] / pipe.sample_rate,
                 "seed": seed, "checkpoint": checkpoint, **(record(request) if record else {})}
         try:
-            append_line(out / OUTPUT_MANIFEST, json.dumps(line))
+            append_line(records_path, json.dumps(line))
         except OSError as exc:
-            raise write_error(out / OUTPUT_MANIFEST, exc, "append to the output manifest") from None
+            raise write_error(records_path, exc, "append to the output manifest") from None
         yield request, paths

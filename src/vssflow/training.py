@@ -144,7 +144,7 @@ def _validator(recipe: Recipe, model: Any, out_dir: Path, clips: int = 2):
         wav = out.wav.float().cpu()
         mono, ref = (w.mean(1) if w.dim() == 3 else w for w in (wav, batch["wav"].cpu()))  # stereo: scored downmixed
         dist = create("metric", "mel-distance", sample_rate=sr)(mono, ref, lengths=batch["wav_lengths"].cpu())
-        for i, clip_id in enumerate(val["ids"]):
+        for i, clip_id in enumerate(val["ids"] if main_rank() else []):  # under FSDP every rank samples
             write_audio(folder / f"{clip_id}.wav", wav[i], sr)
             spectrogram_png(mono[i].numpy(), sr, folder / f"{clip_id}.png")
         return {"mel_distance": float(dist.mean())}
@@ -288,7 +288,9 @@ def _init_from(model: Any, path: str) -> None:
     state = Checkpoint(path).model_state(ema=True)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(usable, strict=False)
+    from vssflow.core.fsdp import like  # a model sharded by FSDP takes its rows of each tensor
+
+    model.load_state_dict({k: like(v, own[k]) for k, v in usable.items()}, strict=False)
     skipped = len(own) - len(usable)
     log.info("initialised from %s (%d tensors, %d left at their initial values)", path, len(usable), skipped)
 

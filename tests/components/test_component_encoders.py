@@ -337,3 +337,37 @@ def test_a_feature_file_with_the_wrong_dim_names_component_expected_and_actual(t
         wrong_rate(feats[None], fps=fps)
     ok = create("encoder", "precomputed", dim=512, fps=24.0)(feats[None], fps=fps)
     assert torch.equal(ok.features[0], feats) and ok.fps == 24.0
+
+
+def test_motion_statistics_are_computed_once_per_clip_and_never_served_stale():
+    """The encoder's per-clip memo gives what the statistics give, computes a clip once, tells clips (and
+    other masks of a clip) apart, and forgets the least recently used clip beyond its capacity."""
+    from vssflow.plugins.encoders.layers import MotionStatsCache, lucas_kanade_motion, luma
+
+    torch.manual_seed(0)
+    y = luma(torch.rand(3, 8, 3, 16, 16))
+    mask = torch.ones(3, 8, dtype=torch.bool)
+    mask[2, 6:] = False
+    cache = MotionStatsCache(capacity=4)
+    first = cache(y, mask, 2, 5)
+    for i in range(3):  # each row as computed alone
+        assert torch.equal(first[i], lucas_kanade_motion(y[i : i + 1], mask[i : i + 1], 2, 5)[0])
+    assert torch.allclose(first, lucas_kanade_motion(y, mask, 2, 5), atol=1e-5)
+    assert (cache.misses, cache.hits) == (3, 0)
+    again = cache(y[[1, 0]], mask[[1, 0]], 2, 5)
+    assert torch.equal(again, first[[1, 0]]) and (cache.misses, cache.hits) == (3, 2)
+    other = mask.clone()
+    other[0, 5:] = False  # the same frames with another mask: another key
+    assert not torch.equal(cache(y[:1], other[:1], 2, 5), first[:1]) and cache.misses == 4
+    cache(y[:2] + 0.5, mask[:2], 2, 5)  # two new clips: the least recently used (row 2) goes
+    assert len(cache.entries) == 4 and cache.misses == 6
+    cache(y[2:], mask[2:], 2, 5)
+    assert cache.misses == 7
+    off = MotionStatsCache(capacity=0)  # flow_cache: 0 recomputes every time
+    assert torch.equal(off(y, mask, 2, 5), lucas_kanade_motion(y, mask, 2, 5)) and not off.entries
+
+    enc = create("encoder", "motion", size=16, dim=8, channels=[4], temporal_layers=1, flow_grid=2).eval()
+    x = torch.rand(2, 8, 3, 16, 16)
+    with torch.no_grad():
+        a, b = enc(x).features, enc(x).features
+    assert torch.equal(a, b) and enc.flow_stats.hits == 2

@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         raise EvaluationError(f"--batch-size must be >= 1, got {args.batch_size}")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     params = parse_metric_params(args.metric_params)
-    if args.fit_judges:
+    from vssflow.core.sharding import Shard
+
+    if args.fit_judges and (args.generated or Shard.from_env().is_main):  # under torchrun: rank 0 scores
         from vssflow.evaluation import (
             FITTED_JUDGE_METRICS,
             fit_judges,
@@ -93,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
                                        guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
                                        device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
                                        metric_params=params, adapters=_adapters(args))
+        if result is None:  # another rank than 0 under torchrun: its clips are written, rank 0 scores
+            return 0
     else:
         if args.adapters:
             raise EvaluationError("--adapter goes with --checkpoint (generate, then score); --generated is scored as is")

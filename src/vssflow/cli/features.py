@@ -1,4 +1,7 @@
-"""`vssflow features extract RECIPE --manifest M`: cache the outputs of a recipe's frozen encoders."""
+"""`vssflow features extract RECIPE --manifest M`: cache the outputs of a recipe's frozen encoders.
+
+Under `torchrun --nproc_per_node=N -m vssflow features extract ...` each process encodes its share of the
+missing clips (docs/scale.md)."""
 
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ def run_extract(args: argparse.Namespace) -> int:
     from vssflow.core.errors import RecipeError, VssflowError
     from vssflow.core.feature_extraction import extract_features
     from vssflow.core.manifest import read_manifest
+    from vssflow.core.sharding import Shard, process_group, rank_device
     from vssflow.registry import create, get_spec
     from vssflow.registry.catalog import validate_params
     from vssflow.registry.recipe import load_recipe
@@ -54,10 +58,15 @@ def run_extract(args: argparse.Namespace) -> int:
         params = validate_params(spec, cond.encoder.params, where=f"conditions.{cname}.encoder.params")
         encoders[cname] = create("encoder", cond.encoder.name, **params.model_dump(mode="json"))
         tasks[cname] = cond.tasks
-    reports = extract_features(encoders, records, root, tasks=tasks, workers=args.workers,
-                               batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    shard = Shard.from_env()
+    device = rank_device(args.device, shard)  # under torchrun: one GPU per process
+    with process_group(shard):
+        reports = extract_features(encoders, records, root, tasks=tasks, workers=args.workers,
+                                   batch_size=args.batch_size, device=device,
+                                   progress=not args.no_progress and shard.is_main, shard=shard)
+    prefix = f"[rank {shard.rank}/{shard.world}] " if shard.sharded else ""
     for report in reports:
-        print(report.line())
-    if not any(r.folder is not None for r in reports):
+        print(prefix + report.line())
+    if not any(r.folder is not None for r in reports) and shard.is_main:
         print("no frozen encoders in this recipe: nothing to cache")
     return 0

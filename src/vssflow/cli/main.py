@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "features",
     "train_vocoder",
     "adapter",
+    "checkpoint",
     "recipe",
     "plugins",
 )

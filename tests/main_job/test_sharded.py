@@ -1,0 +1,150 @@
+"""`torchrun -m vssflow features extract / generate --manifest / evaluate --checkpoint`: two processes (gloo,
+CPU) write what one process writes, byte for byte, and a rerun after an interruption does only what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.main_job.conftest import MICRO, vssflow
+from vssflow.core.sharding import Shard, merge_rank_records, rank_device, rank_records_name
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+
+def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "VSSFLOW_LOAD_PLUGINS"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           "-m", "vssflow", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def files(folder: Path, pattern: str) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob(pattern))}
+
+
+def test_blocks_are_dealt_round_robin_and_cover_every_item_once():
+    items = list(range(11))
+    parts = [Shard(r, 3).take(items, block=2) for r in range(3)]
+    assert parts == [[0, 1, 6, 7], [2, 3, 8, 9], [4, 5, 10]]
+    assert sorted(sum(parts, [])) == items
+    assert Shard().take(items, block=4) == items
+
+
+def test_each_rank_takes_its_own_gpu(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert rank_device("cuda", Shard(11, 16)) == "cuda:3"
+    assert rank_device("cpu", Shard(11, 16)) == "cpu" and rank_device("cuda:1", Shard(11, 16)) == "cuda:1"
+    assert rank_device("cuda", Shard()) == "cuda"  # one process: as asked
+
+
+def test_rank_records_are_merged_in_manifest_order_without_torn_lines(tmp_path):
+    (tmp_path / "generated.jsonl").write_text('{"id": "a"}\n')
+    (tmp_path / rank_records_name("generated.jsonl", Shard(1, 2))).write_text('{"id": "d"}\n{"id": "b"}\n{"id": "c"')
+    (tmp_path / rank_records_name("generated.jsonl", Shard(0, 2))).write_text('{"id": "c"}\n')
+    assert merge_rank_records(tmp_path, "generated.jsonl", ["a", "b", "c", "d"]) == 3
+    ids = [json.loads(ln)["id"] for ln in (tmp_path / "generated.jsonl").read_text().splitlines()]
+    assert ids == ["a", "b", "c", "d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generated.jsonl"]
+
+
+@pytest.fixture(scope="module")
+def frozen_recipe(tmp_path_factory) -> Path:
+    """The micro recipe with a frozen (cacheable) video encoder: a tiny timm ViT with saved weights, as a
+    pretrained encoder would be (random initial weights would differ between processes)."""
+    import timm
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("recipe")
+    torch.manual_seed(0)
+    save_file(timm.create_model("test_vit", img_size=32).state_dict(), str(folder / "vit.safetensors"))
+    path = folder / "micro-frozen.yaml"
+    path.write_text(f"base: {MICRO}\nname: micro-frozen\nconditions:\n  video:\n    encoder: {{name: timm-video, params: "
+                    f"{{model: test_vit, size: 32, fps: 5.0, checkpoint_path: {folder / 'vit.safetensors'}}}}}\n")
+    return path
+
+
+def features(folder: Path) -> dict[str, tuple[bytes, dict]]:
+    """Cached features by file: the tensor's bits and the metadata (safetensors writes metadata keys in no
+    fixed order, so the files are compared by content, not as bytes)."""
+    from safetensors import safe_open
+
+    found = {}
+    for path in sorted(folder.rglob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            found[path.relative_to(folder).as_posix()] = (f.get_tensor("features").numpy().tobytes(), f.metadata())
+    return found
+
+
+def test_sharded_feature_extraction_equals_one_process_and_resumes(tmp_path, synth_root, frozen_recipe):
+    """A killed sharded job left three clips cached; the rerun on two ranks encodes exactly the other five."""
+    import shutil
+
+    manifest = synth_root / "manifest.jsonl"
+    args = ["features", "extract", str(frozen_recipe), "--manifest", str(manifest), "--batch-size", "2",
+            "--conditions", "video", "--no-progress"]
+    one = vssflow(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    single = features(tmp_path / "one")
+    assert len(single) == 8
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    for path in sorted((tmp_path / "two").rglob("*.safetensors"))[3:]:
+        path.unlink()
+    two = torchrun(*args, "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    written = {ln.split("]")[0]: int(ln.split("(")[1].split(" written")[0]) for ln in two.stdout.splitlines()
+               if "written" in ln}
+    assert written == {"[rank 0/2": 3, "[rank 1/2": 2}, two.stdout  # blocks of 2: ranks 0, 1, 0
+    assert features(tmp_path / "two") == single  # bit-identical
+
+
+def test_sharded_generation_equals_one_process_and_resumes(tmp_path, synth_root, micro_checkpoint):
+    """A killed sharded job: two clips merged into generated.jsonl, two more only in rank 1's record file
+    (it died before the merge), four never published. The rerun on two ranks makes exactly those four, the
+    audio is the single process's bit for bit, and the records end up merged in manifest order."""
+    import shutil
+
+    manifest = synth_root / "manifest.jsonl"
+    args = ["generate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--batch-size", "2",
+            "--seed", "5"]
+    one = vssflow(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    single = files(tmp_path / "one", "*.wav")
+    assert len(single) == 8
+    out = tmp_path / "two"
+    shutil.copytree(tmp_path / "one", out)
+    records = [json.loads(ln) for ln in (out / "generated.jsonl").read_text().splitlines()]
+    order = [json.loads(ln)["id"] for ln in manifest.read_text().splitlines()]
+    kept, unmerged, lost = records[:2], records[2:4], records[4:]
+    (out / "generated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    (out / rank_records_name("generated.jsonl", Shard(1, 2))).write_text("".join(json.dumps(r) + "\n" for r in unmerged))
+    for record in lost:
+        for name in record["files"]:
+            (out / name).unlink()
+    two = torchrun(*args, "--out", str(out))
+    assert two.returncode == 0, two.stderr[-3000:]
+    made = sorted(Path(ln).name for ln in two.stdout.split() if ln.endswith(".wav"))
+    assert made == sorted(f"{r['id']}.wav" for r in lost)
+    assert files(out, "*.wav") == single  # the same audio, bit for bit
+    merged = [json.loads(ln)["id"] for ln in (out / "generated.jsonl").read_text().splitlines()]
+    assert merged == order  # old lines first, then the new ones in manifest order
+    assert not list(out.glob("generated.rank*"))
+
+
+def test_sharded_evaluate_generates_on_every_rank_and_scores_once(tmp_path, synth_root, micro_checkpoint):
+    manifest = synth_root / "manifest.jsonl"
+    ref = vssflow("generate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--batch-size", "3",
+                  "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    done = torchrun("evaluate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--batch-size", "3",
+                    "--metrics", "mel-distance", "--out", str(tmp_path / "eval"), "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert files(tmp_path / "eval" / "generated", "*.wav") == files(tmp_path / "ref", "*.wav")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert "mel-distance" in json.dumps(metrics) and done.stdout.count("metrics:") == 1
