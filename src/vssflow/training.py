@@ -236,6 +236,10 @@ def _train_locked(
     if recipe.adapter is not None:  # train only the adapter, on train.init_from's frozen weights
         from vssflow.adapters import prepare_run
 
+        if recipe.train.strategy == "fsdp":
+            raise RecipeError("train.strategy: an adapter run trains a few megabytes of weights on a frozen model "
+                              "and its checkpoints hold only the adapter; use ddp (the default), not fsdp")
+
         weights, adapter_meta = prepare_run(recipe, model, newest if resuming else None)
     dataset = dataset_for(recipe, model)
     durations = None

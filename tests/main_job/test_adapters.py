@@ -216,6 +216,11 @@ def test_adapter_recipe_needs_a_base_and_merge_refuses_a_used_folder(tmp_path, c
     code, _, err = cli(capsys, "train", str(MICRO), "--out", str(tmp_path / "run"), "--no-progress", *LORA,
                        *data_args(synth_root), "--set", f"train.init_from={adapter_run}")
     assert code == 2 and "is an adapter checkpoint" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = cli(capsys, "train", str(MICRO), "--out", str(tmp_path / "run"), "--no-progress", *LORA,
+                       *data_args(synth_root), "--set", f"train.init_from={micro_checkpoint}",
+                       "--set", "train.strategy=fsdp")
+    assert code == 2 and "train.strategy" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run" / "checkpoints").exists()
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("x")
     code, _, err = cli(capsys, "adapter", "merge", str(micro_checkpoint), str(adapter_run), "--out",
