@@ -1,11 +1,57 @@
-"""Shared pieces of the built-in codecs: input checks naming the component."""
+"""Shared pieces of the built-in codecs: input checks naming the component, and loading a diffusers VAE from a
+local folder."""
 
 from __future__ import annotations
 
-from torch import Tensor
+import json
+from pathlib import Path
+from typing import Any
 
-from vssflow.core.errors import ContractError
+from torch import Tensor, nn
+
+from vssflow.core.errors import ContractError, PluginError
 from vssflow.core.interfaces import Codec
+
+
+def load_local_vae(vae_class: Any, name: str, folder: str | Path, subfolder: str | None, asked: dict[str, Any],
+                   defaults: dict[str, Any], hint: str) -> nn.Module:
+    """`vae_class.from_pretrained` on a LOCAL folder written by save_pretrained (config.json + safetensors), never
+    downloading. Architecture params the recipe changed from `defaults` must agree with the folder's config (the
+    others defer to it); `hint` says which folder is expected. Every failure is a PluginError/ContractError naming
+    codec `name`."""
+    folder = Path(folder)
+    config_file = (folder / subfolder if subfolder else folder) / "config.json"
+    if not config_file.is_file():
+        raise PluginError(f"codec {name!r}: {config_file} not found; `path` must be {hint}")
+    config = json.loads(config_file.read_text())
+    for key, value in asked.items():
+        if value != defaults[key] and config.get(key) != value:
+            raise ContractError(
+                f"codec {name!r}: params ask for {key}={value}, the VAE folder has {key}={config.get(key)} "
+                "(drop the architecture params when loading from a folder)"
+            )
+    try:
+        return vae_class.from_pretrained(str(folder), subfolder=subfolder, use_safetensors=True,
+                                         local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise PluginError(f"codec {name!r}: cannot load {folder} ({exc})") from None
+
+
+class FrozenVAEMixin:
+    """A codec around `self.vae` that may be frozen (`self.frozen`): a frozen VAE stays in eval mode."""
+
+    def freeze_if_asked(self) -> None:
+        """No gradients and eval mode for the VAE when the codec is frozen."""
+        if self.frozen:
+            self.vae.requires_grad_(False)
+            self.vae.eval()
+
+    def train(self, mode: bool = True):
+        """A frozen VAE stays in eval mode."""
+        super().train(mode)
+        if self.frozen:
+            self.vae.eval()
+        return self
 
 
 class MelCodec(Codec):

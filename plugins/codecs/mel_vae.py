@@ -9,7 +9,6 @@ The mel analysis is core.audio.LogMel (Slaney filterbank, natural log), what Aud
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vssflow.core.audio import LogMel
-from vssflow.core.errors import ContractError, PluginError
+from vssflow.core.errors import PluginError
 from vssflow.core.interfaces import InputContract, MelSpec
 
-from .base import MelCodec
+from .base import FrozenVAEMixin, MelCodec, load_local_vae
 
 # random-init architecture defaults = AudioLDM2's mel VAE
 ARCHITECTURE = {"block_out_channels": [128, 256, 512], "latent_channels": 8, "layers_per_block": 2, "norm_num_groups": 32}
 
 
-def _config_path(path: Path, subfolder: str | None) -> Path:
-    return (path / subfolder if subfolder else path) / "config.json"
-
-
-class MelVAECodec(MelCodec):
+class MelVAECodec(FrozenVAEMixin, MelCodec):
     """Log-mel image <-> AutoencoderKL latent, flattened to (B, T, channels)."""
 
     def __init__(
@@ -51,23 +46,13 @@ class MelVAECodec(MelCodec):
         from diffusers import AutoencoderKL
 
         if path is not None:
-            folder = Path(path)
-            if not _config_path(folder, subfolder).is_file():
-                raise PluginError(
-                    f"codec 'vae': {_config_path(folder, subfolder)} not found; `path` must be a local folder written "
-                    "by AutoencoderKL.save_pretrained (config.json + diffusion_pytorch_model.safetensors)"
-                )
-            self._check_architecture(
-                json.loads(_config_path(folder, subfolder).read_text()),
+            vae = load_local_vae(
+                AutoencoderKL, "vae", path, subfolder,
                 {"block_out_channels": list(block_out_channels), "latent_channels": latent_channels,
                  "layers_per_block": layers_per_block, "norm_num_groups": norm_num_groups},
+                ARCHITECTURE, "a local folder written by AutoencoderKL.save_pretrained (config.json + "
+                "diffusion_pytorch_model.safetensors)",
             )
-            try:
-                vae = AutoencoderKL.from_pretrained(
-                    str(folder), subfolder=subfolder, use_safetensors=True, local_files_only=True
-                )
-            except (OSError, ValueError) as exc:
-                raise PluginError(f"codec 'vae': cannot load {folder} ({exc})") from None
         else:
             n = len(block_out_channels)
             vae = AutoencoderKL(
@@ -94,27 +79,7 @@ class MelVAECodec(MelCodec):
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
         self.sample = bool(sample)
         self.frozen = bool(frozen)
-        if self.frozen:
-            self.vae.requires_grad_(False)
-            self.vae.eval()
-
-    @staticmethod
-    def _check_architecture(config: dict[str, Any], asked: dict[str, Any]) -> None:
-        """Architecture params left at their defaults defer to the folder; others must agree with it."""
-        for key, value in asked.items():
-            default = ARCHITECTURE[key]
-            if value != default and config.get(key) != value:
-                raise ContractError(
-                    f"codec 'vae': params ask for {key}={value}, the VAE folder has {key}={config.get(key)} "
-                    "(drop the architecture params when loading from a folder)"
-                )
-
-    def train(self, mode: bool = True) -> MelVAECodec:
-        """A frozen VAE stays in eval mode."""
-        super().train(mode)
-        if self.frozen:
-            self.vae.eval()
-        return self
+        self.freeze_if_asked()
 
     @property
     def contract(self) -> InputContract:

@@ -9,7 +9,6 @@ second), D = 64 channels. It decodes straight to the waveform: a recipe with it 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from torch import Tensor
 from vssflow.core.errors import ContractError, PluginError
 from vssflow.core.interfaces import InputContract
 
-from .base import MelCodec
+from .base import FrozenVAEMixin, MelCodec, load_local_vae
 
 # random-init architecture defaults = Stable Audio Open 1.0's VAE (its `vae/config.json`)
 ARCHITECTURE: dict[str, Any] = {
@@ -34,11 +33,7 @@ ARCHITECTURE: dict[str, Any] = {
 }
 
 
-def _config_path(path: Path, subfolder: str | None) -> Path:
-    return (path / subfolder if subfolder else path) / "config.json"
-
-
-class OobleckCodec(MelCodec):
+class OobleckCodec(FrozenVAEMixin, MelCodec):
     """Waveform <-> AutoencoderOobleck latent (B, T, D); decode gives the waveform (no mel, no vocoder)."""
 
     output = "wav"
@@ -73,21 +68,11 @@ class OobleckCodec(MelCodec):
                 f"({decoder_input_channels}): the encoder gives the posterior's mean and scale"
             )
         if path is not None:
-            folder = Path(path)
-            config_file = _config_path(folder, subfolder)
-            if not config_file.is_file():
-                raise PluginError(
-                    f"codec 'oobleck': {config_file} not found; `path` must be a local folder written by "
-                    "save_pretrained (config.json + diffusion_pytorch_model.safetensors), e.g. Stable Audio Open's "
-                    "snapshot with subfolder: vae"
-                )
-            self._check_architecture(json.loads(config_file.read_text()), asked)
-            try:
-                vae = AutoencoderOobleck.from_pretrained(
-                    str(folder), subfolder=subfolder, use_safetensors=True, local_files_only=True
-                )
-            except (OSError, ValueError) as exc:
-                raise PluginError(f"codec 'oobleck': cannot load {folder} ({exc})") from None
+            vae = load_local_vae(
+                AutoencoderOobleck, "oobleck", path, subfolder, asked, ARCHITECTURE,
+                "a local folder written by save_pretrained (config.json + diffusion_pytorch_model.safetensors), "
+                "e.g. Stable Audio Open's snapshot with subfolder: vae",
+            )
         else:
             vae = AutoencoderOobleck(**asked)
         self.vae = vae
@@ -102,26 +87,7 @@ class OobleckCodec(MelCodec):
             raise PluginError(f"codec 'oobleck': scaling_factor must be positive, got {scaling_factor}")
         self.sample = bool(sample)
         self.frozen = bool(frozen)
-        if self.frozen:
-            self.vae.requires_grad_(False)
-            self.vae.eval()
-
-    @staticmethod
-    def _check_architecture(config: dict[str, Any], asked: dict[str, Any]) -> None:
-        """Architecture params left at their defaults defer to the folder; others must agree with it."""
-        for key, value in asked.items():
-            if value != ARCHITECTURE[key] and config.get(key) != value:
-                raise ContractError(
-                    f"codec 'oobleck': params ask for {key}={value}, the VAE folder has {key}={config.get(key)} "
-                    "(drop the architecture params when loading from a folder)"
-                )
-
-    def train(self, mode: bool = True) -> OobleckCodec:
-        """A frozen VAE stays in eval mode."""
-        super().train(mode)
-        if self.frozen:
-            self.vae.eval()
-        return self
+        self.freeze_if_asked()
 
     @property
     def contract(self) -> InputContract:
