@@ -69,6 +69,32 @@ def write_folder(path: str | Path, config: dict[str, Any], state: dict[str, Tens
     return folder
 
 
+def _listify(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_listify(v) for v in value]
+    return value
+
+
+def architecture_from_config(what: str, path: str | Path, config: dict[str, Any], params: dict[str, Any],
+                             defaults: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments for a vocoder loaded from a folder: each key of `defaults` takes the folder's
+    config.json value; a param the caller changed from its default must agree with it (ContractError naming
+    `what`); keys the config lacks take the caller's value."""
+    args: dict[str, Any] = {}
+    for key, default in defaults.items():
+        asked = _listify(params.get(key, default))
+        if key not in config:
+            args[key] = asked
+            continue
+        if asked != _listify(default) and asked != _listify(config[key]):
+            raise ContractError(
+                f"{what}: params ask for {key}={asked}, {path}/config.json has {key}={config[key]} "
+                "(drop the architecture params when loading from a folder)"
+            )
+        args[key] = config[key]
+    return args
+
+
 def load_strict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
     """load_state_dict(strict=True) with one PluginError naming the first mismatch."""
     own = module.state_dict()

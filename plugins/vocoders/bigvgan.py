@@ -32,7 +32,14 @@ from vssflow.core.errors import ContractError, PluginError
 from vssflow.core.interfaces import Vocoder
 
 from ..mel import mel_spec
-from .base import check_mel_input, fold_weight_norm, load_strict, read_folder, write_folder
+from .base import (
+    architecture_from_config,
+    check_mel_input,
+    fold_weight_norm,
+    load_strict,
+    read_folder,
+    write_folder,
+)
 
 # bigvgan_v2_44khz_128band_512x: the defaults of every architecture param below
 BIGVGAN_V2_44K: dict[str, Any] = {
@@ -299,18 +306,7 @@ class BigVGANVocoder(Vocoder):
         """Load a folder with BigVGAN's config.json and model.safetensors; params left at their defaults defer
         to its config (training keys in the reference's config.json are ignored)."""
         config, state = read_folder(path, "vocoder 'bigvgan'")
-        args: dict[str, Any] = {}
-        for key, default in BIGVGAN_V2_44K.items():
-            asked = _listify(params.get(key, default))
-            if key not in config:
-                args[key] = asked
-                continue
-            if asked != _listify(default) and asked != _listify(config[key]):
-                raise ContractError(
-                    f"vocoder 'bigvgan': params ask for {key}={asked}, {path}/config.json has {key}={config[key]} "
-                    "(drop the architecture params when loading from a folder)"
-                )
-            args[key] = config[key]
+        args = architecture_from_config("vocoder 'bigvgan'", path, config, params, BIGVGAN_V2_44K)
         vocoder = cls(**args)
         if "hop_size" in config and int(config["hop_size"]) != vocoder.mel.hop_length:
             raise PluginError(f"vocoder 'bigvgan': {path}/config.json has hop_size {config['hop_size']} but its "
@@ -359,9 +355,3 @@ def convert_reference_checkpoint(folder: str | Path, out: str | Path | None = No
     vocoder = BigVGANVocoder(**{k: v for k, v in keep.items() if k != "hop_size"})
     load_strict(vocoder, fold_weight_norm(state), f"vocoder 'bigvgan' from {weights}")
     return vocoder.save_pretrained(out)
-
-
-def _listify(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_listify(v) for v in value]
-    return value

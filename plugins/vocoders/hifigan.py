@@ -23,7 +23,14 @@ from vssflow.core.errors import ContractError
 from vssflow.core.interfaces import Vocoder
 
 from ..mel import MelAnalysisParams, mel_spec
-from .base import check_mel_input, fold_weight_norm, load_strict, read_folder, write_folder
+from .base import (
+    architecture_from_config,
+    check_mel_input,
+    fold_weight_norm,
+    load_strict,
+    read_folder,
+    write_folder,
+)
 
 # AudioLDM2's vocoder (16 kHz, 64 mels, hop 160): the defaults of every architecture param below
 AUDIOLDM2 = {
@@ -121,18 +128,7 @@ class HiFiGANVocoder(Vocoder):
     def from_pretrained(cls, path: str | Path, **params: Any) -> HiFiGANVocoder:
         """Load a SpeechT5HifiGan / AudioLDM2 vocoder folder; params left at their defaults defer to its config."""
         config, state = read_folder(path, "vocoder 'hifigan'")
-        args: dict[str, Any] = {}
-        for key, default in {**AUDIOLDM2, **MEL_DEFAULTS}.items():
-            asked = _listify(params.get(key, default))
-            if key not in config:
-                args[key] = asked
-                continue
-            if asked != _listify(default) and asked != _listify(config[key]):
-                raise ContractError(
-                    f"vocoder 'hifigan': params ask for {key}={asked}, {path}/config.json has {key}={config[key]} "
-                    "(drop the architecture params when loading from a folder)"
-                )
-            args[key] = config[key]
+        args = architecture_from_config("vocoder 'hifigan'", path, config, params, {**AUDIOLDM2, **MEL_DEFAULTS})
         vocoder = cls(**args)
         load_strict(vocoder, fold_weight_norm(state), f"vocoder 'hifigan' from {path}")
         return vocoder
@@ -157,9 +153,3 @@ class HiFiGANVocoder(Vocoder):
         target = frames * self.mel.hop_length
         # transposed convs with odd (kernel - rate) add a sample or two; the contract is exactly F * hop
         return wav[:, :target] if wav.shape[-1] >= target else F.pad(wav, (0, target - wav.shape[-1]))
-
-
-def _listify(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_listify(v) for v in value]
-    return value
