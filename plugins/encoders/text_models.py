@@ -119,8 +119,9 @@ class PretrainedTextEncoder(Encoder):
                                                "vocab_size": self.vocab_size})
 
     @property
-    def vocab_size(self) -> int:  # noqa: D102
-        raise NotImplementedError
+    def vocab_size(self) -> int:
+        """Rows of the model's embedding table."""
+        return int(self.model.config.vocab_size)
 
     def _ids(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         label = component_label(self)
@@ -164,11 +165,6 @@ class T5TextEncoder(PretrainedTextEncoder):
         self.dim = int(self.model.config.d_model)
         self._freeze()
 
-    @property
-    def vocab_size(self) -> int:
-        """Rows of the embedding table."""
-        return int(self.model.config.vocab_size)
-
     def forward(self, x: Tensor, mask: Tensor | None = None, **extras: Any) -> Condition:
         """ids (B, N) -> Condition (B, N, d_model), fps None."""
         ids, valid = self._ids(x, mask)
@@ -208,11 +204,6 @@ class ClapTextEncoder(PretrainedTextEncoder):
         config = self.model.config
         self.dim = int(config.projection_dim if output == "pooled" else config.hidden_size)
         self._freeze()
-
-    @property
-    def vocab_size(self) -> int:
-        """Rows of the embedding table."""
-        return int(self.model.config.vocab_size)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, **extras: Any) -> Condition:
         """ids (B, N) -> Condition (B, 1, projection_dim) (pooled) or (B, N, hidden_size) (tokens)."""

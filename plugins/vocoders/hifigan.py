@@ -137,7 +137,6 @@ class HiFiGANVocoder(Vocoder):
         """Write config.json (SpeechT5HifiGanConfig keys + the mel analysis) and model.safetensors."""
         return write_folder(path, self.config, self.state_dict())
 
-
     def forward(self, mel: Tensor) -> Tensor:
         """(B, M, F) natural-log mel -> (B, F * hop)."""
         check_mel_input(self, mel)
