@@ -123,6 +123,9 @@ class WERParams(_Params):
 
     grammar: str | None = None  # None: open vocabulary; "grid": the GRID grammar ("grid-talk": 1+ sentences); or a JSGF file
     vocabulary: list[str] | None = None  # a closed word list (word-loop grammar)
+    trim_db: float = -35.0  # closed grammars: cut the clip to frames within this many dB of its loudest
+    fillers: bool | None = None  # silence/noise words between grammar words; None: off for "grid", else on
+    noise_snr_db: float | None = 30.0  # a floor of white noise this far below the speech level; None: off
 
 
 class SpeakerSimParams(_JudgeParams):
