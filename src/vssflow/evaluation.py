@@ -13,6 +13,10 @@ rows of each side. Reference-side set features are cached as safetensors under `
 metric's `feature_key()` and the clip id (and invalidated when the reference file changes).
 
 `vssflow evaluate` (cli/evaluate.py), `vssflow ablate` and `vssflow demo` all score through `evaluate`.
+
+Under torchrun the batches are dealt out (batch k to rank k mod world, `vssflow.core.sharding`): each rank
+scores its own clips and computes their set features, and rank 0 gathers them in batch order, so the
+result equals a one-process run's; the other ranks return None.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 from torch import Tensor
 
 from vssflow.core.errors import VssflowError
+from vssflow.core.sharding import Shard, process_group
 
 log = logging.getLogger("vssflow.evaluate")
 
@@ -508,12 +513,14 @@ class _SetState:
         self.cache = _FeatureCache(metric, cache_dir) if metric.needs_reference else None
         self.generated: list[Tensor] = []
         self.reference: list[Tensor] = []
+        self.reference_blocks: list[list[Tensor]] = []  # the reference rows of each batch (sharded runs)
         self.paired = True  # row i of both sides is one clip while every generated clip has its reference
 
     def add(self, part: list[str], waves: _Waves) -> None:
         rate = int(self.metric.sample_rate)
         self.generated.append(self.metric.features([waves.gen(cid, rate) for cid in part]).detach().float().cpu())
         if self.cache is None:
+            self.reference_blocks.append([])
             return
         rows: dict[str, Tensor] = {}
         missing = []
@@ -531,7 +538,9 @@ class _SetState:
             for cid, row in zip(missing, feats, strict=True):
                 rows[cid] = row
                 self.cache.put(waves.references[cid], row)
-        self.reference += [rows[cid] for cid in part if cid in rows]
+        block = [rows[cid] for cid in part if cid in rows]
+        self.reference += block
+        self.reference_blocks.append(block)
         self.paired = self.paired and all(cid in rows for cid in part)
 
     def result(self, name: str, n: int) -> MetricResult:
@@ -544,6 +553,46 @@ class _SetState:
         value = float(self.metric.score(generated, reference))
         ci = bootstrap_set_ci(self.metric.score, generated, reference, paired=self.paired)
         return MetricResult(value, ci, n, bool(self.metric.higher_is_better), kind="set")
+
+
+def _gather_shards(shard: Any, built: Mapping[str, Any], per_clip: dict[str, dict[str, float]],
+                   sets: dict[str, _SetState], skipped: dict[str, str]) -> bool:
+    """Bring every rank's scores to rank 0 (in place); True on rank 0.
+
+    Per-clip values are merged by clip id; set features are put back in batch order (batch k came from rank
+    k mod world, and each rank kept its batches in order), so rank 0 holds exactly the rows one process
+    would. A metric that one rank had to skip is skipped for all, as one process skips it at its first
+    failing batch. The objects go through the job's own gloo group, nothing is read from a file."""
+    import torch.distributed as dist
+
+    mine = {
+        "per_clip": per_clip,
+        "sets": {n: (st.generated, st.reference_blocks, st.paired) for n, st in sets.items()},
+        "skipped": skipped,
+    }
+    with process_group(shard):
+        parts: list[Any] = [None] * shard.world if shard.is_main else []
+        dist.gather_object(mine, parts if shard.is_main else None, dst=0)
+    if not shard.is_main:
+        return False
+    for part in parts:
+        for name, reason in part["skipped"].items():
+            skipped.setdefault(name, reason)
+    for name in list(per_clip):
+        for part in parts[1:]:
+            per_clip[name].update(part["per_clip"].get(name, {}))
+    for name, state in sets.items():
+        if name in skipped:
+            continue
+        ranked = [part["sets"][name] for part in parts]
+        generated, reference, paired = [], [], True
+        for k in range(sum(len(g) for g, _, _ in ranked)):  # batch k: the (k // world)-th of rank k % world
+            g, r, p = ranked[k % shard.world]
+            generated.append(g[k // shard.world])
+            reference += r[k // shard.world]
+            paired = paired and p
+        state.generated, state.reference, state.paired = generated, reference, paired
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -562,7 +611,7 @@ def evaluate(
     title: str = "Evaluation",
     metric_params: Mapping[str, Mapping[str, Any]] | None = None,
     skip_failing: bool = False,
-) -> EvaluationResult:
+) -> EvaluationResult | None:
     """Score generated clips against references; write OUT/metrics.json and OUT/metrics.md when `out` is given.
 
     generated: a folder of `<id>.wav`, or {id: path} / {id: (wav tensor, sample_rate)}.
@@ -572,6 +621,8 @@ def evaluate(
     skip_failing: a metric that cannot score these clips (WER on clips without a transcript) is skipped with
     one line even when named; by default only metrics chosen by default are skipped so, and named ones fail.
     Clips are read `batch_size` at a time and every metric scores that batch, so memory stays one batch.
+    Under torchrun every rank scores its batches and rank 0 returns the whole result (and writes `out`); the
+    other ranks return None.
     """
     from tqdm import tqdm
 
@@ -610,15 +661,18 @@ def evaluate(
     else:
         built, skipped = build_metrics(list(metrics) if metrics is not None else None, has_reference, has_labels,
                                        metric_params)
+    shard = Shard.from_env()
     for name, reason in skipped.items():
-        print(f"skipped metric {name}: {reason}", flush=True)
+        if shard.is_main:
+            print(f"skipped metric {name}: {reason}", flush=True)
     waves = _Waves(gen, refs)
     cache = Path(cache_dir) if cache_dir is not None else None
     per_clip: dict[str, dict[str, float]] = {n: {} for n, m in built.items() if not _is_set_metric(m)}
     sets = {n: _SetState(m, cache) for n, m in built.items() if _is_set_metric(m)}
-    with tqdm(total=len(chosen), disable=not progress, desc="evaluate", unit="clip", dynamic_ncols=True) as bar:
-        for start in range(0, len(chosen), batch_size):
-            part = chosen[start : start + batch_size]
+    batches = shard.take([chosen[s : s + batch_size] for s in range(0, len(chosen), batch_size)])
+    with tqdm(total=sum(map(len, batches)), disable=not progress, desc="evaluate", unit="clip",
+              dynamic_ncols=True) as bar:
+        for part in batches:
             for name, metric in list(built.items()):
                 try:
                     if name in sets:
@@ -636,6 +690,11 @@ def evaluate(
                     per_clip.pop(name, None)
             waves.clear()
             bar.update(len(part))
+    if shard.sharded:
+        if not _gather_shards(shard, built, per_clip, sets, skipped):
+            return None
+        for name in skipped:
+            built.pop(name, None)
     results: dict[str, MetricResult] = {}
     for name, metric in built.items():
         if name in sets:
@@ -701,7 +760,8 @@ def generate_and_evaluate(
     OUT/generated, then score it.
 
     Under torchrun each rank generates its blocks of `batch_size` clips (the batches of one process, so the
-    audio is the same) and rank 0 scores them all; the other ranks return None."""
+    audio is the same), then the ranks score the whole set sharded in the same blocks (`evaluate`); rank 0
+    returns the result, the other ranks None."""
     from vssflow.core.media import write_audio
     from vssflow.core.sharding import Shard, barrier, process_group, rank_device
     from vssflow.generation import load_pipeline, requests_from_manifest
@@ -719,8 +779,7 @@ def generate_and_evaluate(
         gen_dir = Path(out) / "generated"
         for request, wav in zip(mine, wavs, strict=True):
             write_audio(gen_dir / f"{request.clip_id}.wav", wav, pipe.sample_rate)
-        barrier(shard)  # every rank's clips are written before rank 0 scores them
-    if not shard.is_main:
-        return None
-    return evaluate(gen_dir, manifest, metrics, out=out, ids=[r.clip_id for r in requests],
-                    batch_size=batch_size, cache_dir=cache_dir, progress=progress, metric_params=metric_params)
+        barrier(shard)  # every rank's clips are written before any is scored
+        return evaluate(gen_dir, manifest, metrics, out=out, ids=[r.clip_id for r in requests],
+                        batch_size=batch_size, cache_dir=cache_dir, progress=progress and shard.is_main,
+                        metric_params=metric_params)

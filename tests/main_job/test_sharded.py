@@ -157,3 +157,30 @@ def test_sharded_evaluate_generates_on_every_rank_and_scores_once(tmp_path, synt
     assert files(tmp_path / "eval" / "generated", "*.wav") == files(tmp_path / "ref", "*.wav")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert "mel-distance" in json.dumps(metrics) and done.stdout.count("metrics:") == 1
+
+
+def test_sharded_scoring_of_generated_clips_equals_one_process(tmp_path, synth_root):
+    """`torchrun -m vssflow evaluate --generated`: each rank scores its batches (per-clip metrics and a set
+    metric's features, with a classifier judge fitted on rank 0), and rank 0's metrics.json is one process's."""
+    import soundfile as sf
+
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    for wav in sorted((synth_root / "clips").glob("*.wav")):  # clips unlike their references, unlike each other
+        audio, rate = sf.read(wav, dtype="float32")
+        sf.write(gen / wav.name, audio[::-1] * (0.3 + 0.1 * len(list(gen.iterdir()))), rate)
+    manifest = str(synth_root / "manifest.jsonl")
+    args = ("evaluate", "--generated", str(gen), "--manifest", manifest, "--batch-size", "3", "--no-progress",
+            "--fit-judges", "--judges-dir", str(tmp_path / "judge"),
+            "--metrics", "mel-distance,envelope-corr,class-accuracy,fd[logmel-cnn]")
+    one = one_process(*args, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "cache-one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun(*args, "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache-two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    expected = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    got = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert set(expected) == {"mel-distance", "envelope-corr", "class-accuracy", "fd[logmel-cnn]"}
+    assert got == expected  # 8 clips in batches of 3: ranks 0, 1, 0; per-clip values, set features, CIs
+    assert len(expected["mel-distance"]["per_clip"]) == 8
+    assert two.stdout.count("metrics:") == 1  # rank 0 reports; rank 1 only scored
+    assert len(list((tmp_path / "cache-two").rglob("*.safetensors"))) == 8  # every rank cached its references

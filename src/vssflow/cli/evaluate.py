@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from vssflow.cli.generate import add_adapter_arguments
 
@@ -60,17 +61,26 @@ def _adapters(args: argparse.Namespace) -> list[tuple[str, float]]:
 
 def run(args: argparse.Namespace) -> int:
     """Score, print the summary table, say where metrics.json is."""
-    from pathlib import Path
-
-    from vssflow.evaluation import EvaluationError, evaluate, generate_and_evaluate
+    from vssflow.evaluation import EvaluationError
 
     if args.batch_size < 1:
         raise EvaluationError(f"--batch-size must be >= 1, got {args.batch_size}")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     params = parse_metric_params(args.metric_params)
-    from vssflow.core.sharding import Shard
+    from vssflow.core.sharding import Shard, process_group
 
-    if args.fit_judges and (args.generated or Shard.from_env().is_main):  # under torchrun: rank 0 scores
+    shard = Shard.from_env()
+    with process_group(shard):  # under torchrun: one group for the judge barrier and the scores' gather
+        return _score(args, metrics, params, shard)
+
+
+def _score(args: argparse.Namespace, metrics: list[str] | None, params: dict, shard: Any) -> int:
+    from pathlib import Path
+
+    from vssflow.core.sharding import barrier
+    from vssflow.evaluation import EvaluationError, evaluate, generate_and_evaluate
+
+    if args.fit_judges:  # under torchrun: rank 0 fits, every rank scores with it
         from vssflow.evaluation import (
             FITTED_JUDGE_METRICS,
             fit_judges,
@@ -80,8 +90,11 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.manifest:
             raise EvaluationError("--fit-judges needs --manifest (reference audio with class labels)")
-        judge_dir = fit_judges(args.manifest, args.judges_dir or Path(args.out) / "judges" / "logmel-cnn")
-        print(f"classifier judge: {judge_dir}")
+        judge_dir = Path(args.judges_dir or Path(args.out) / "judges" / "logmel-cnn")
+        if shard.is_main:
+            judge_dir = fit_judges(args.manifest, judge_dir)
+            print(f"classifier judge: {judge_dir}")
+        barrier(shard)  # the judge is written before any rank reads it
         for name, extra in fitted_judge_params(judge_dir).items():
             params.setdefault(name, {}).update(extra)
         if metrics is None:
@@ -95,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                                        guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
                                        device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
                                        metric_params=params, adapters=_adapters(args))
-        if result is None:  # another rank than 0 under torchrun: its clips are written, rank 0 scores
+        if result is None:  # another rank than 0 under torchrun: its clips are written and scored, rank 0 reports
             return 0
     else:
         if args.adapters:
@@ -103,8 +116,10 @@ def run(args: argparse.Namespace) -> int:
         if bool(args.reference) == bool(args.manifest):
             raise EvaluationError("give exactly one of --reference DIR or --manifest M.jsonl")
         result = evaluate(args.generated, args.reference or args.manifest, metrics, out=args.out,
-                          batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress,
-                          metric_params=params)
+                          batch_size=args.batch_size, cache_dir=args.cache_dir,
+                          progress=not args.no_progress and shard.is_main, metric_params=params)
+        if result is None:  # another rank than 0 under torchrun: its clips are scored, rank 0 reports
+            return 0
     for name, r in result.metrics.items():
         print(f"{name:<24} {r.mean:10.4f}  95% CI [{r.ci95[0]:.4f}, {r.ci95[1]:.4f}]  n={r.n}  "
               f"({'higher' if r.higher_is_better else 'lower'} is better)")
