@@ -8,6 +8,10 @@ A checkpoint has the audio-prompt route when its recipe has a condition with a `
                    --inpaint START:END --audio FILE: everything outside the span)
     windows        in order; each starts `overlap` seconds before its first unknown frame, so the model sees
                    the tail of what is already there (given or generated) as known frames, and writes the rest
+    join zone      the last `join` seconds an earlier window wrote before a window's first unknown frame are
+                   not given to it: it writes them again, and the two versions are cross-faded there in latent
+                   space (raised-cosine weights that sum to 1), so a window both continues the audio before it
+                   and joins it through a cross-fade; given audio is never in a join zone
     output         the finished latent sequence decoded ONCE (no seam from decoding), trimmed to the video;
                    given audio is then put back exactly where it was given, with a short cross-fade into the
                    generated part
@@ -33,6 +37,7 @@ log = logging.getLogger("vssflow.generate")
 
 LONG_MODES = ("continuation", "crossfade")
 FADE_S = 0.02  # cross-fade from given audio into generated audio
+JOIN_FRACTION = 0.75  # default join zone: this share of the overlap a continuing window rewrites and fades into
 
 
 def prompt_route(model: Any) -> str | None:
@@ -185,6 +190,30 @@ def plan_continuation(total: int, window: int, overlap: int, known: Tensor) -> l
         windows.append((start, start + window))
         done[start : min(start + window, total)] = True
     return windows
+
+
+def join_weights(n: int) -> Tensor:
+    """The new window's weights (n,) across a join zone of n latent frames, rising from 0 to 1 exclusive
+    (raised cosine); the earlier window's weights are 1 minus these, so each frame's weights sum to 1."""
+    t = torch.arange(1, n + 1, dtype=torch.float64) / (n + 1)
+    return (0.5 - 0.5 * torch.cos(torch.pi * t)).float()
+
+
+def join_zone(start: int, end: int, given: Tensor, written: Tensor, join: int) -> Tensor:
+    """Which frames of the window [start, end) form its join zone (end - start,) bool: the last `join`
+    frames before its first unknown frame that an earlier window wrote (never given frames), contiguous up
+    to that frame. Empty when nothing was written just before it or `join` is 0."""
+    zone = torch.zeros(end - start, dtype=torch.bool)
+    known = given[start:end] | written[start:end]
+    unknown = torch.nonzero(~known).flatten()
+    if join <= 0 or unknown.numel() == 0:
+        return zone
+    first = int(unknown[0])
+    f = first - 1
+    while f >= 0 and first - f <= join and bool(written[start + f]) and not bool(given[start + f]):
+        zone[f] = True
+        f -= 1
+    return zone
 
 
 def paste_given(generated: Tensor, given: GivenAudio, fade: int) -> Tensor:
@@ -366,13 +395,16 @@ def owned_regions(windows: Sequence[tuple[float, float]], total: float) -> list[
 
 def generate_continued(
     pipe: Any, request: Any, seconds: float, *, sampler: Any = None, steps: int | None = None,
-    guidance: float | None = None, seed: int = 0, overlap: float = 1.0, conditioned: bool = True,
-    use_bf16: bool = False,
+    guidance: float | None = None, seed: int = 0, overlap: float = 1.0, join: float | None = None,
+    conditioned: bool = True, use_bf16: bool = False,
 ) -> tuple[Tensor, list[tuple[float, float]]]:
     """One clip by continuation: (waveform (S,) exactly `seconds` long, the windows in seconds).
 
     Given audio (prompt or inpainting) fixes known frames; windows run in order, each with the known frames
-    in it (given, or written by an earlier window) as its audio prompt.
+    in it (given, or written by an earlier window) as its audio prompt, except its join zone: the last
+    `join` seconds (default `JOIN_FRACTION` of the overlap; at most the overlap less one frame) an earlier
+    window wrote before its first unknown frame, which it writes again and cross-fades into (`join_zone`,
+    `join_weights`). join=0: the window's new audio starts right after the known audio.
     """
     from vssflow.core.windows import Window
     from vssflow.generation import clip_seed
@@ -384,6 +416,10 @@ def generate_continued(
     total = max(1, -(-total_samples // hop))  # latent frames covering the clip
     window = spec.num_frames
     overlap_frames = max(1, min(round(overlap * spec.latent_fps), window // 2))
+    if join is not None and join < 0:
+        raise ContractError(f"--join must be at least 0 seconds, got {join}")
+    join_frames = round(JOIN_FRACTION * overlap_frames) if join is None else round(join * spec.latent_fps)
+    join_frames = min(join_frames, overlap_frames - 1)  # the window knows at least one frame before it
     length = max(total, window)
     latents = torch.zeros(length, model.latent_channels)
     known = torch.zeros(length, dtype=torch.bool)
@@ -393,6 +429,7 @@ def generate_continued(
         latents[:total], known[:total] = z, k
         if bool(k.all()):
             log.info("%s: every frame is given; nothing to generate", request.clip_id)
+    fixed = known.clone()  # given frames: no window changes them
     fps = spec.latent_fps
     device = next(model.backbone.parameters()).device
     voice = _voice_prompt(pipe, request)  # (reference latents (r, C), r) or None
@@ -414,7 +451,8 @@ def generate_continued(
         win = Window(s / fps, window / fps, window / fps)
         record = pipe._record(request, win, speech[j] if speech is not None else None)
         conds = pipe._conditions([record], [request]) if conditioned else {}
-        k = known[s:e]
+        zone = join_zone(s, e, fixed, known & ~fixed, join_frames)
+        k = known[s:e] & ~zone
         conds[name] = {"x": latents[None, s:e].to(device), "known": k[None].to(device),
                        "present": torch.tensor([bool(k.any())], device=device)}
         negative = None
@@ -423,7 +461,11 @@ def generate_continued(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = model.generate(conds, batch_size=1, steps=steps, guidance=guidance, sampler=sampler,
                                  seeds=[clip_seed(seed, request.clip_id, j)], negative=negative, decode=False)
-        latents[s:e] = out.latent[0].float().cpu()
+        new = out.latent[0].float().cpu()
+        if bool(zone.any()):  # the earlier window fades out as this one fades in
+            w = join_weights(int(zone.sum()))[:, None]
+            new[zone] = (1 - w) * latents[s:e][zone] + w * new[zone]
+        latents[s:e] = torch.where(k[:, None], latents[s:e], new)
         known[s:e] = True
     with torch.no_grad():
         mel = model.codec.decode(latents[None, :total].to(device))

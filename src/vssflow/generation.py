@@ -343,6 +343,7 @@ class Pipeline:
         progress: bool = False,
         precision: str | None = None,
         long: str | None = None,
+        join: float | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """(request index, waveform (S,)) for each request as soon as all its windows are generated, in order.
 
@@ -352,7 +353,8 @@ class Pipeline:
         elsewhere); None takes the recipe's train.precision. long: how windows of a long video join,
         "continuation" (each continues the one before; the default with an audio-prompt route) or
         "crossfade"; requests with `prompt_audio`, `inpaint` or `voice_prompt` always continue
-        (src/vssflow/continuation.py).
+        (src/vssflow/continuation.py). join: seconds of the earlier window a continuing window writes again and
+        cross-fades into (None: 3/4 of the overlap; 0: none).
         """
         from tqdm import tqdm
 
@@ -373,7 +375,8 @@ class Pipeline:
             if r.prompt_audio is not None or r.inpaint is not None or r.voice_prompt is not None or (
                     mode == "continuation" and seconds > self.window_s + frame_s + 1e-6):
                 yield i, cont.generate_continued(self, r, seconds, sampler=sampler_obj, steps=steps, guidance=guidance,
-                                            seed=seed, overlap=overlap, conditioned=conditioned, use_bf16=use_bf16)[0]
+                                            seed=seed, overlap=overlap, join=join, conditioned=conditioned,
+                                            use_bf16=use_bf16)[0]
                 checked[i] = None  # type: ignore[call-overload]
         speech: dict[tuple[int, int], Any] = {}
         jobs: list[tuple[int, int, Window]] = []
@@ -599,7 +602,8 @@ def _generate_cli(args: Any, shard: Any) -> Iterator[Path]:
     for _, paths in publish_clips(pipe, todo, out, record=lambda r: asked[r.clip_id], steps=args.steps,
                                   guidance=args.guidance, sampler=args.sampler, seed=args.seed, overlap=args.overlap,
                                   batch_size=args.batch_size, progress=len(todo) > 1, precision=args.precision,
-                                  long=getattr(args, "long", None), records=records):
+                                  long=getattr(args, "long", None), join=getattr(args, "join", None),
+                                  records=records):
         yield from paths
 
 

@@ -10,7 +10,7 @@ import torch
 
 from tests.main_job.conftest import HERE, data_args, vssflow
 from tests.main_job.test_generate import moving_square
-from vssflow.continuation import paste_given, plan_continuation
+from vssflow.continuation import join_weights, join_zone, paste_given, plan_continuation
 from vssflow.core.media import read_audio, write_audio
 
 MICRO_PROMPT = HERE / "micro-prompt.yaml"
@@ -53,6 +53,64 @@ def test_windows_continue_from_the_first_unknown_frame():
     assert plan_continuation(60, 100, 25, none) == [(0, 100)]  # shorter than a window: one padded window
 
 
+def test_join_weights_rise_smoothly_and_mirror():
+    w = join_weights(25)
+    assert w.shape == (25,) and bool((w > 0).all()) and bool((w < 1).all())
+    assert bool((w[1:] > w[:-1]).all())  # the new window fades in monotonically
+    assert torch.allclose(w + w.flip(0), torch.ones(25), atol=1e-6)  # the fade out is the fade in reversed
+    assert join_weights(0).shape == (0,)
+
+
+def test_join_zone_is_written_audio_just_before_the_first_unknown_frame():
+    given = torch.zeros(40, dtype=torch.bool)
+    written = torch.zeros(40, dtype=torch.bool)
+    written[:20] = True
+    zone = join_zone(5, 35, given, written, 8)
+    assert torch.nonzero(zone).flatten().tolist() == list(range(7, 15))  # clip frames 12..19
+    given[:16] = True  # given audio is never rewritten: the zone stops at it
+    written[:16] = False
+    assert torch.nonzero(join_zone(5, 35, given, written, 8)).flatten().tolist() == [11, 12, 13, 14]
+    assert not join_zone(5, 35, given, written, 0).any()  # no join zone: the hard join
+    written[:] = False
+    assert not join_zone(5, 35, given, written, 8).any()  # only given audio before: nothing to fade from
+
+
+def test_windows_rewrite_their_join_zone_and_cross_fade_into_it(tmp_path, pipe, monkeypatch):
+    """A 1.6 s clip of 1 s windows (100 latent frames), overlap 0.5 s, join zone 0.25 s: windows (0, 100),
+    (50, 150), (60, 160); each continuing window knows the frames before its zone and fades in across it."""
+    model = pipe.model
+    calls, outs, decoded = [], [], []
+    generate, decode = model.generate, model.codec.decode
+
+    def record(conds, **k):
+        out = generate(conds, **k)
+        calls.append(conds["prompt"]["known"][0].clone())
+        outs.append(out.latent[0].float().clone())
+        return out
+
+    monkeypatch.setattr(model, "generate", record)
+    monkeypatch.setattr(model.codec, "decode", lambda z: decoded.append(z.clone()) or decode(z))
+    video = moving_square(tmp_path / "v.mp4", 1.6, 25.0)
+    wav = pipe.generate_clip(video, steps=2, join=0.25)
+    assert wav.shape == (round(1.6 * SR),)
+    assert len(calls) == 3 and not calls[0].any()
+    assert torch.equal(calls[1], torch.arange(100) < 25)  # knows clip frames 50..74; 75..99 is its zone
+    assert torch.equal(calls[2], torch.arange(100) < 65)  # clip frames 60..124 known; 125..149 its zone
+    z, w = decoded[0][0], join_weights(25)[:, None]
+    assert z.shape[0] == 160
+    assert torch.equal(z[:75], outs[0][:75])  # the earlier window is untouched before the zone
+    assert torch.allclose(z[75:100], (1 - w) * outs[0][75:100] + w * outs[1][25:50], atol=1e-6)
+    assert torch.equal(z[100:125], outs[1][50:75])
+    assert torch.allclose(z[125:150], (1 - w) * outs[1][75:100] + w * outs[2][65:90], atol=1e-6)
+    assert torch.equal(z[150:], outs[2][90:])
+    calls.clear()
+    pipe.generate_clip(video, steps=2, join=0.0)  # no zone: each window knows everything before it
+    assert torch.equal(calls[1], torch.arange(100) < 50) and torch.equal(calls[2], torch.arange(100) < 90)
+    calls.clear()
+    pipe.generate_clip(video, steps=2)  # by default the zone is 3/4 of the overlap: 38 of 50 frames
+    assert torch.equal(calls[1], torch.arange(100) < 12) and torch.equal(calls[2], torch.arange(100) < 52)
+
+
 def test_paste_keeps_given_samples_and_fades_inside_the_generated_run():
     from vssflow.continuation import GivenAudio
 
@@ -71,6 +129,23 @@ def test_continuation_keeps_the_prompt_and_lasts_as_long_as_the_video(tmp_path, 
     given, _ = read_audio(prompt, SR)
     assert torch.allclose(wav[: given.shape[0]], given, atol=1e-6)  # the given seconds, exactly
     assert wav[given.shape[0] + 400 :].abs().max() > 0  # the rest is generated
+
+
+def test_join_zones_never_touch_the_given_latents(tmp_path, pipe, monkeypatch):
+    from vssflow.continuation import GivenAudio, known_latents
+
+    decoded = []
+    decode = pipe.model.codec.decode
+    monkeypatch.setattr(pipe.model.codec, "decode", lambda z: decoded.append(z.clone()) or decode(z))
+    video = moving_square(tmp_path / "v.mp4", 2.4, 25.0)
+    prompt = tone(tmp_path / "p.wav", 0.8)  # longer than half a window: the next window starts inside it
+    pipe.generate_clip(video, prompt_audio=prompt, steps=2, join=0.5)
+    given, _ = read_audio(prompt, SR)
+    full = torch.cat([given, torch.zeros(round(2.4 * SR) - given.shape[0])])
+    mask = torch.arange(full.shape[0]) < given.shape[0]
+    z, known = known_latents(pipe.model, GivenAudio(full, mask), 240)
+    assert int(known.sum()) == 80
+    assert torch.equal(decoded[0][0, known], z[known])
 
 
 def test_inpainting_leaves_audio_outside_the_span_unchanged(tmp_path, pipe):
@@ -175,3 +250,27 @@ def test_a_voice_prompt_goes_before_the_clip_and_moves_its_conditions(tmp_path, 
     assert not first["sync"]["mask"][0, :5].any() and first["sync"]["mask"][0, 5:].all()  # 0.2 s at 25 fps
     assert not first["video"]["mask"][0, :1].any() and first["video"]["mask"][0, 1:].all()  # 0.2 s at 5 fps
     assert len(calls) == 3  # the first window writes 0.8 s of the clip; 0.5 s new per window after it
+
+
+def test_cli_voice_prompt_generates_the_clip_only_and_records_the_prompt(tmp_path, prompt_checkpoint):
+    import json
+
+    video = moving_square(tmp_path / "talk.mp4", 1.6, 25.0)
+    voice = tone(tmp_path / "voice.wav", 0.5, 220.0)
+    out = tmp_path / "out"
+    done = vssflow("generate", "--checkpoint", str(prompt_checkpoint), "--video", str(video), "--voice-prompt",
+                   str(voice), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    wav, rate = sf.read(str(out / "talk.wav"), dtype="float32")
+    assert rate == SR and len(wav) == round(1.6 * SR)  # the clip, not the reference before it
+    assert abs(wav).max() > 0
+    record = json.loads((out / "generated.jsonl").read_text().splitlines()[0])
+    assert record["voice_prompt"] == str(voice)
+    done = vssflow("generate", "--checkpoint", str(prompt_checkpoint), "--video", str(video), "--voice-prompt",
+                   str(tmp_path / "nobody.wav"), "--out", str(tmp_path / "o"))
+    assert done.returncode != 0 and "nobody.wav: voice prompt not found" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    done = vssflow("generate", "--checkpoint", str(prompt_checkpoint), "--video", str(video), "--join", "-1",
+                   "--out", str(tmp_path / "o"))
+    assert done.returncode != 0 and "expected seconds >= 0" in done.stderr and not (tmp_path / "o").exists()

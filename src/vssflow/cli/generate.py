@@ -15,6 +15,16 @@ def _span(text: str) -> tuple[float, float]:
     return start, end
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, e.g. 0.5, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the `generate` subcommand."""
     p = sub.add_parser("generate", help="generate audio for videos (and transcripts) with a trained checkpoint")
@@ -40,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--long", choices=["continuation", "crossfade"], default=None,
                    help="how windows of long videos join: each continues the one before (default with an "
                         "audio-prompt route) or independent windows cross-faded")
+    p.add_argument("--join", type=_seconds, default=None, metavar="SECONDS",
+                   help="continuation: seconds of the window before that each window writes again and "
+                        "cross-fades into (default 3/4 of --overlap, at most --overlap less one latent frame; 0: "
+                        "none, new audio starts right after the known audio)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--steps", type=int, help="sampling steps (default: the recipe's sampler)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
