@@ -30,8 +30,8 @@ from torch.utils.data import Dataset
 from .errors import MediaError
 from .interfaces import InputContract
 from .manifest import ClipRecord
-from .video_cache import DecodedVideoCache
 from .sequence import SequenceSpec, pad_or_trim
+from .video_cache import DecodedVideoCache
 
 logger = logging.getLogger(__name__)
 
