@@ -1,18 +1,26 @@
 """Where a `vssflow demo` training step goes on CPU, and what the demo's speed-ups buy, as ratios in one process.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_demo_step.py                 # profile + variants, one thread
+    python benchmarks/bench_demo_step.py --clips 16 --steps 4              # the same with torch's default threads
     python benchmarks/bench_demo_step.py --threads-table                   # + thread settings, in subprocesses
 
 The demo's own recipe (`vssflow.demo.demo_recipe`: unified-demo, batch 8, V2S + VisualTTS + mixtures) on a
-small synthetic set (`--clips`, made once under `--root`). Batches are loaded before timing (the demo loads
-them in a worker process), and every variant runs the same batches from the same initial weights:
+small synthetic set (`--clips`, made once under `--root`). For the profile and the variants, batches are
+loaded before timing and every variant runs the same batches from the same initial weights:
 
   profile   forward time of each component within a step (forward hooks), and the rest (backward + AdamW)
-  variants  best seconds per step over interleaved rounds after every clip was seen once (the demo's steady state: 900 steps of 8
-            from ~200 training clips draw each clip ~36 times):
+  variants  best seconds per step over interleaved rounds after every clip was seen once (the demo's steady state:
+            its steps of 8 from ~200 training clips draw each clip ~30 times):
               lk-every-step   the motion encoder's Lucas-Kanade statistics recomputed at every step (before)
               lk-cached       computed once per clip (`flow_cache`, the default)
               lk-cached+bf16  the same under bf16 autocast on CPU
+  loading   seconds per step with the data loader in the loop (what `vssflow demo` runs), best over interleaved
+            rounds after a warm-up epoch, each variant a fresh loader:
+              decoded-every-step, 1 worker   every clip's video decoded at every draw, once per video condition,
+                                             in a loader process beside the step (before)
+              cached, 1 worker               decoded once per clip, the frames kept in memory (`data.video_cache_mb`)
+              cached, 0 workers              the same loaded in the training process (the demo's default)
+            and one batch's loading alone: decoded once per video condition, once per clip, from the cache
   threads   (--threads-table) steps/s with 1 or 2 intra-op threads and OMP_WAIT_POLICY unset or PASSIVE, alone
             and beside a busy process on one core (a shared machine), each in a fresh subprocess
 """
@@ -149,6 +157,76 @@ def motion_stats(recipe: Any, batches: list[dict[str, Any]], rounds: int) -> tup
     return min(computed), min(served)
 
 
+def _loader_trainer(recipe: Any, tmp: str, workers: int) -> Any:
+    from vssflow.core.trainer import Trainer
+    from vssflow.registry.assemble import build
+    from vssflow.training import dataset_for
+
+    torch.manual_seed(0)
+    model = build(recipe).model
+    dataset = dataset_for(recipe, model)
+    return Trainer(model, recipe.train.model_copy(update={"num_workers": workers}), dataset, dataset.collate, tmp,
+                   progress=False, device="cpu")
+
+
+def loading(recipe_of: Any, distinct: int, steps: int, rounds: int) -> dict[str, float]:
+    """Best seconds per step, data loader included, of each loading variant (interleaved rounds; every round
+    a fresh loader that first draws every clip once, so a cache starts empty as in a run)."""
+    from vssflow.core import video_cache
+
+    one_pass = video_cache.decode_video
+    cases = [("decoded-every-step, 1 worker", 0, 1), ("cached, 1 worker", 4096, 1), ("cached, 0 workers", 4096, 0)]
+    found: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for name, cache_mb, workers in cases[r % len(cases):] + cases[: r % len(cases)]:
+                recipe = recipe_of([f"data.video_cache_mb={cache_mb}", f"train.num_workers={workers}"])
+                trainer = _loader_trainer(recipe, f"{tmp}/{r}-{workers}-{cache_mb}", workers)
+                if not cache_mb:  # before: one decoding pass per video condition (the loader process forks after this)
+                    video_cache.decode_video = _per_condition(one_pass)
+                try:
+                    start = None
+                    for i, (_, _, batch) in enumerate(trainer._batches(0, distinct + steps)):
+                        if i == distinct:
+                            start = time.perf_counter()
+                        trainer.train_step([batch])
+                    found[name].append((time.perf_counter() - start) / steps)
+                finally:
+                    video_cache.decode_video = one_pass
+    return {name: min(times) for name, times in found.items()}
+
+
+def _per_condition(decode: Any) -> Any:
+    """`decode_video` as it was: one decoding pass per request (video condition)."""
+    return lambda path, requests: [decode(path, [r])[0] for r in requests]
+
+
+def batch_loading(recipe: Any, rounds: int) -> dict[str, float]:
+    """Best seconds to load and collate one batch: video decoded per condition (before), per clip, from the cache."""
+    from vssflow.core import video_cache
+    from vssflow.registry.assemble import build
+    from vssflow.training import dataset_for
+
+    dataset = dataset_for(recipe, build(recipe).model)
+    keys = list(range(recipe.train.batch_size))
+    plain, cached = dataset.configure(video_cache_mb=0), dataset.configure(video_cache_mb=4096)
+    cached.collate([cached[k] for k in keys])  # fills the cache
+    one_pass = video_cache.decode_video
+    cases = (("decoded per condition", plain, _per_condition(one_pass)), ("decoded once per clip", plain, one_pass),
+             ("from the cache", cached, one_pass))
+    found: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    for _ in range(rounds * 3):
+        for name, ds, decode in cases:
+            video_cache.decode_video = decode
+            try:
+                start = time.perf_counter()
+                ds.collate([ds[k] for k in keys])
+                found[name].append(time.perf_counter() - start)
+            finally:
+                video_cache.decode_video = one_pass
+    return {name: min(times) for name, times in found.items()}
+
+
 def _busy() -> subprocess.Popen:
     """A process spinning on one core: the other work of a shared machine."""
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -195,9 +273,7 @@ def main() -> None:
     recipe = recipe_of([])
     distinct = -(-args.clips // recipe.train.batch_size)  # steps until every clip was drawn about once
     distinct *= 2
-    start = time.perf_counter()
     batches = _batches(recipe, distinct + args.steps)
-    load_s = (time.perf_counter() - start) / len(batches)
     if args.one:
         with tempfile.TemporaryDirectory() as tmp:
             times = _time_steps(_trainer(recipe, tmp), batches, distinct)
@@ -208,8 +284,7 @@ def main() -> None:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, recipe {recipe.name}, batch "
           f"{recipe.train.batch_size}, {args.clips} clips, {args.steps} timed steps after {distinct} warm-up steps\n")
     rows = profile(recipe, batches, distinct)
-    rows.append(("loading a batch (the demo's data worker, beside the step)", load_s))
-    whole = rows[-2][1]
+    whole = rows[-1][1]
     print("| part of a training step (forward unless said) | ms per step | share |\n| --- | --- | --- |")
     for name, seconds in rows:
         print(f"| {name} | {seconds * 1e3:.1f} | {seconds / whole:.0%} |")
@@ -220,6 +295,16 @@ def main() -> None:
     base = found["lk-every-step"]
     print("\n| variant | ms per step | time vs lk-every-step |\n| --- | --- | --- |")
     for name, seconds in found.items():
+        print(f"| {name} | {seconds * 1e3:.1f} | {seconds / base:.2f}x |")
+    loads = batch_loading(recipe, args.rounds)
+    base = loads["decoded per condition"]
+    print("\n| loading one batch of 8 | ms | time vs decoded per condition |\n| --- | --- | --- |")
+    for name, seconds in loads.items():
+        print(f"| {name} | {seconds * 1e3:.1f} | {seconds / base:.2f}x |")
+    steps = loading(recipe_of, distinct, args.steps, args.rounds)
+    base = steps["decoded-every-step, 1 worker"]
+    print("\n| step with the data loader | ms per step | time vs decoded-every-step, 1 worker |\n| --- | --- | --- |")
+    for name, seconds in steps.items():
         print(f"| {name} | {seconds * 1e3:.1f} | {seconds / base:.2f}x |")
     if args.threads_table:
         table = threads_table(args)

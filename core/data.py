@@ -31,6 +31,7 @@ from .errors import MediaError
 from .interfaces import InputContract
 from .manifest import ClipRecord
 from .sequence import SequenceSpec, pad_or_trim
+from .video_cache import DecodedVideoCache
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,10 @@ class ClipDataset(Dataset):
           token an equal share of the speech span.
     condition_tasks: {name: tasks}: a condition is only given to clips of those tasks.
     pad_audio: "window" pads every batch's audio to the window; "longest" to the batch's longest clip.
+    video_cache_mb: keep the decoded frames of recently served clips in memory, up to this many MiB per
+          loading process (least recently used out first; keyed by the file, its size and modification
+          time, and the frame rate, size and window); 0 decodes every time. A clip's video conditions are
+          decoded in one pass either way. Pays when clips repeat within the budget (small sets, many epochs).
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class ClipDataset(Dataset):
         condition_tasks: Mapping[str, Sequence[str]] | None = None,
         load_labels: bool = True,
         pad_audio: str = "window",
+        video_cache_mb: float = 0,
     ) -> None:
         if crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
@@ -144,6 +150,7 @@ class ClipDataset(Dataset):
         self.load_labels = load_labels
         self.epoch = 0
         self._durations: dict[int, float] = {}
+        self.video_cache = DecodedVideoCache(video_cache_mb)
 
     # records ---------------------------------------------------------------------------------------------
     @property
@@ -188,6 +195,8 @@ class ClipDataset(Dataset):
                 if value not in PAD_AUDIO:
                     raise ValueError(f"pad_audio must be one of {PAD_AUDIO}, got {value!r}")
                 out.pad_audio = value
+            elif key == "video_cache_mb":
+                out.video_cache = DecodedVideoCache(value)
             elif key in ("crop", "seed", "phoneme_times", "load_labels"):
                 setattr(out, key, value)
             else:
@@ -270,16 +279,39 @@ class ClipDataset(Dataset):
             valid_s = (t1 - t0) if t1 is not None else self._probed_seconds(record, index)
         labels = self._labels(record)
         conditions: dict[str, dict[str, Any]] = {}
-        for name, (modality, contract) in self.conditions.items():
-            allowed = self.condition_tasks.get(name)
-            if allowed is not None and record.task not in allowed:
-                continue
-            entry = self._condition(name, modality, contract, record, t0, t1, valid_s, labels)
+        wanted = {name: (modality, contract) for name, (modality, contract) in self.conditions.items()
+                  if self.condition_tasks.get(name) is None or record.task in self.condition_tasks[name]}
+        videos = self._videos(wanted, record, t0, t1)
+        for name, (modality, contract) in wanted.items():
+            if name in videos:
+                entry = {"x": videos[name]}
+            else:
+                entry = self._condition(name, modality, contract, record, t0, t1, valid_s, labels)
             if entry is not None:
                 conditions[name] = entry
         sample["conditions"] = conditions
         sample["labels"] = {**labels, "window": [t0, t1]} if labels or self.load_labels else {}
         return sample
+
+    def _videos(self, wanted: Mapping[str, tuple[str, InputContract]], record: ClipRecord, t0: float,
+                t1: float | None) -> dict[str, torch.Tensor]:
+        """{condition: frames (L, 3, H, W)} of the clip's video conditions, all decoded in one pass (or cached)."""
+        from .media import VideoRequest
+
+        if record.video is None:
+            return {}
+        requests = {name: VideoRequest(contract.fps, tuple(contract.size) if contract.size else None, t0, t1)
+                    for name, (modality, contract) in wanted.items() if modality == "video" and name not in self.features}
+        if not requests:
+            return {}
+        read = self.video_cache.read(record.video, list(requests.values()))
+        out = {}
+        for (name, request), video in zip(requests.items(), read, strict=True):
+            frames = video.frames
+            if self.spec is not None and request.fps:
+                frames = frames[: self.spec.condition_frames(request.fps)]
+            out[name] = frames
+        return out
 
     def _labels(self, record: ClipRecord) -> dict[str, Any]:
         if not self.load_labels or record.labels is None:

@@ -218,6 +218,146 @@ def _frame_time(frame: Any, index: int, origin: float, rate: float | None, path:
     raise MediaError(f"{path}: cannot read video: frames have no timestamps and the stream no frame rate")
 
 
+@dataclass(frozen=True)
+class VideoRequest:
+    """One frame sequence to take from a video: `fps` (None: every frame), `size` (H, W), `start`..`end` s, `fit`."""
+
+    fps: float | None = None
+    size: tuple[int, int] | None = None
+    start: float = 0.0
+    end: float | None = None
+    fit: str = "crop"
+
+
+class _Take:
+    """The frames of one VideoRequest, gathered while the decoder runs (several takes share one pass)."""
+
+    def __init__(self, request: VideoRequest) -> None:
+        if request.fps is not None and request.fps <= 0:
+            raise ValueError(f"fps must be positive, got {request.fps}")
+        if request.end is not None and request.end <= request.start:
+            raise ValueError(f"end ({request.end}) must be after start ({request.start})")
+        self.request = request
+        self.convert = _FrameConverter(tuple(request.size) if request.size is not None else None, request.fit)
+        self.images: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.prev: Any = None
+        self.prev_t = self.prev_end = 0.0
+        self.prev_rgb: np.ndarray | None = None
+        self.k = 0  # next target index
+        self.done = False
+
+    def feed(self, frame: Any, t: float, source_fps: float | None) -> None:
+        """Take a decoded frame at time `t` (frames before `start` only move the frame that covers it)."""
+        if self.done:
+            return
+        fps, start, end = self.request.fps, self.request.start, self.request.end
+        if end is not None and t >= end - _EPS and self.prev is not None:
+            self.prev_end = t  # the previous frame lasts until this one
+            self.done = True
+            return
+        if fps is None:
+            if t >= start - _EPS:  # after a seek, frames before `start` are decoded but not kept
+                self.images.append(self.convert(frame))
+                self.times.append(t)
+            self.prev = frame
+            return
+        # every target before this frame's pts is covered by the previous frame; targets before the
+        # first frame wait for finish() and are shown the first frame
+        while self.prev is not None and start + self.k / fps < t - _EPS and (end is None or start + self.k / fps < end - _EPS):
+            self._repeat_prev()
+        self.prev, self.prev_t, self.prev_rgb = frame, t, None
+        self.prev_end = t + _frame_duration(frame, source_fps)
+
+    def _repeat_prev(self) -> None:
+        if self.prev_rgb is None:
+            self.prev_rgb = self.convert(self.prev)
+        self.images.append(self.prev_rgb)
+        self.times.append(self.prev_t)
+        self.k += 1
+
+    def finish(self) -> None:
+        """After the last decoded frame: the last frame covers its own duration."""
+        fps, start, end = self.request.fps, self.request.start, self.request.end
+        if fps is not None and self.prev is not None:
+            stop = self.prev_end if end is None else min(self.prev_end, end)
+            while start + self.k / fps < stop - _EPS:
+                self._repeat_prev()
+            if not self.images:  # a window shorter than one target period still shows one frame
+                self.images.append(self.convert(self.prev))
+                self.times.append(self.prev_t)
+
+
+@dataclass
+class DecodedVideo:
+    """One VideoRequest's frames as decoded, (L, H, W, 3) uint8 (a quarter of the float frames' memory)."""
+
+    rgb: np.ndarray  # (L, H, W, 3) uint8
+    times: np.ndarray  # (L,) float64 seconds since the start of the file
+    fps: float | None
+    source_fps: float | None
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.rgb.nbytes + self.times.nbytes)
+
+    def frames(self) -> VideoFrames:
+        """The float frames (L, 3, H, W) in [0, 1] that `read_video` returns for the same request."""
+        frames = np.empty((self.rgb.shape[0], 3, *self.rgb.shape[1:3]), np.float32)
+        # numpy, single-threaded: torch's thread pool costs more than it saves on these small copies
+        np.multiply(self.rgb.transpose(0, 3, 1, 2), np.float32(1 / 255.0), out=frames, dtype=np.float32)
+        return VideoFrames(torch.from_numpy(frames), torch.from_numpy(self.times.copy()), self.fps, self.source_fps)
+
+
+def decode_video(path: str | os.PathLike, requests: list[VideoRequest]) -> list[DecodedVideo]:
+    """Every request's frames of one video, decoded in a single pass (uint8; see `read_video`)."""
+    path = Path(path)
+    takes = [_Take(r) for r in requests]
+    if not takes:
+        return []
+    first = min(r.start for r in requests)
+    whole = any(r.start <= 0 and r.end is None for r in requests)
+    with _open_input(path, "video") as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: cannot read video: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate_q = stream.average_rate or stream.guessed_rate or stream.base_rate
+        source_fps = float(rate_q) if rate_q else None
+        origin = _origin(container)
+        if first > 0:
+            container.seek(int((first + origin) / stream.time_base), stream=stream, backward=True)
+        decoded = 0
+        for frame in container.decode(stream):
+            t = _frame_time(frame, decoded, origin, source_fps, path)
+            decoded += 1
+            for take in takes:
+                take.feed(frame, t, source_fps)
+            if all(take.done for take in takes):
+                break
+        for take in takes:
+            take.finish()
+        if decoded == 0:
+            raise MediaError(f"{path}: cannot read video: no decodable frames (empty or truncated stream)")
+        declared = int(stream.frames or 0)
+        if whole and declared > 1 and decoded < declared - 1:
+            raise MediaError(f"{path}: cannot read video: truncated (header declares {declared} frames, "
+                             f"only {decoded} decodable)")
+    out = []
+    for take in takes:
+        if not take.images:
+            raise MediaError(f"{path}: cannot read video: no frames between {take.request.start:.3f}s and "
+                             f"{take.request.end}s")
+        out.append(DecodedVideo(np.stack(take.images), np.asarray(take.times, dtype=np.float64), take.request.fps,
+                                source_fps))
+    return out
+
+
+def read_videos(path: str | os.PathLike, requests: list[VideoRequest]) -> list[VideoFrames]:
+    """`read_video` for several requests (rates, sizes, windows) of one file, decoded once."""
+    return [d.frames() for d in decode_video(path, requests)]
+
+
 def read_video(
     path: str | os.PathLike,
     fps: float | None = None,
@@ -232,76 +372,8 @@ def read_video(
     L = ceil((min(end, video end) - start) * fps): the last output frame is the last one whose target time
     falls inside the video.
     """
-    if fps is not None and fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if end is not None and end <= start:
-        raise ValueError(f"end ({end}) must be after start ({start})")
-    path = Path(path)
-    convert = _FrameConverter(tuple(size) if size is not None else None, fit)
-    images: list[np.ndarray] = []
-    times: list[float] = []
-    with _open_input(path, "video") as container:
-        if not container.streams.video:
-            raise MediaError(f"{path}: cannot read video: no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        rate_q = stream.average_rate or stream.guessed_rate or stream.base_rate
-        source_fps = float(rate_q) if rate_q else None
-        origin = _origin(container)
-        if start > 0:
-            container.seek(int((start + origin) / stream.time_base), stream=stream, backward=True)
-        prev: Any = None
-        prev_t = prev_end = 0.0
-        prev_rgb: np.ndarray | None = None
-        k = 0  # next target index
-        decoded = 0
-        for frame in container.decode(stream):
-            t = _frame_time(frame, decoded, origin, source_fps, path)
-            decoded += 1
-            if end is not None and t >= end - _EPS and prev is not None:
-                prev_end = t  # the previous frame lasts until this one
-                break
-            if fps is None:
-                if t >= start - _EPS:  # after a seek, frames before `start` are decoded but not kept
-                    images.append(convert(frame))
-                    times.append(t)
-                prev = frame
-                continue
-            # every target before this frame's pts is covered by the previous frame; targets before the
-            # first frame wait for the loop below and are shown the first frame
-            while prev is not None and start + k / fps < t - _EPS and (end is None or start + k / fps < end - _EPS):
-                if prev_rgb is None:
-                    prev_rgb = convert(prev)
-                images.append(prev_rgb)
-                times.append(prev_t)
-                k += 1
-            prev, prev_t, prev_rgb = frame, t, None
-            prev_end = t + _frame_duration(frame, source_fps)
-        if fps is not None and prev is not None:
-            # the last frame covers its own duration
-            stop = prev_end if end is None else min(prev_end, end)
-            while start + k / fps < stop - _EPS:
-                if prev_rgb is None:
-                    prev_rgb = convert(prev)
-                images.append(prev_rgb)
-                times.append(prev_t)
-                k += 1
-            if not images:  # a window shorter than one target period still shows one frame
-                images.append(convert(prev))
-                times.append(prev_t)
-        if decoded == 0:
-            raise MediaError(f"{path}: cannot read video: no decodable frames (empty or truncated stream)")
-        declared = int(stream.frames or 0)
-        if start <= 0 and end is None and declared > 1 and decoded < declared - 1:
-            raise MediaError(f"{path}: cannot read video: truncated (header declares {declared} frames, "
-                             f"only {decoded} decodable)")
-    if not images:
-        raise MediaError(f"{path}: cannot read video: no frames between {start:.3f}s and {end}s")
-    stacked = np.stack(images)  # (L, H, W, 3) uint8
-    frames = np.empty((stacked.shape[0], 3, *stacked.shape[1:3]), np.float32)
-    # numpy, single-threaded: torch's thread pool costs more than it saves on these small copies
-    np.multiply(stacked.transpose(0, 3, 1, 2), np.float32(1 / 255.0), out=frames, dtype=np.float32)
-    return VideoFrames(torch.from_numpy(frames), torch.tensor(times, dtype=torch.float64), fps, source_fps)
+    size = tuple(size) if size is not None else None
+    return read_videos(path, [VideoRequest(fps, size, start, end, fit)])[0]
 
 
 def _frame_duration(frame: Any, source_fps: float | None) -> float:

@@ -101,6 +101,7 @@ class DataConfig(ComponentRef):
     task_weights: dict[Task, Annotated[float, Field(ge=0)]] | None = None  # None: natural proportions
     bucketing: bool = False  # group clips of similar duration into batches
     features_cache: str | None = None  # directory of cached frozen-encoder features
+    video_cache_mb: Annotated[float, Field(ge=0)] = 0  # decoded frames kept in memory per loading process; 0: off
 
 
 class Recipe(Strict):

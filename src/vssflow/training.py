@@ -41,6 +41,8 @@ def dataset_for(recipe: Recipe, model: Any, split: str | None = None) -> Any:
     options: dict[str, Any] = {"condition_tasks": tasks, "tokenizer": PhonemeTokenizer()}
     if recipe.data.features_cache:
         options["features"] = _cached_features(recipe, model)
+    if recipe.data.video_cache_mb:  # a small set drawn many times: decode each clip's video once
+        options["video_cache_mb"] = recipe.data.video_cache_mb
     return dataset.configure(conditions=conditions, spec=model.spec, **options)
 
 

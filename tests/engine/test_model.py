@@ -106,6 +106,20 @@ def test_generate_encodes_once_and_calls_the_backbone_once_per_step_with_all_gui
     assert calls[-1] == 2 and plain.nfe == 6  # no guidance: the conditional pass only
 
 
+def test_with_every_condition_dropped_guidance_changes_nothing_so_one_pass_suffices():
+    """The demo generates its 'no conditions' row at guidance 1: every guidance variant is then the same
+    null-conditioned velocity, so the guided sum equals it (up to rounding) at half the backbone rows."""
+    model = _model(sampler=create("sampler", "euler", steps=6, guidance=3.0, condition_guidance={"sync": 5.0})).eval()
+    calls = []
+    model.backbone.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    guided = model.generate({}, batch_size=2, seed=0, decode=False)
+    single = model.generate({}, batch_size=2, seed=0, guidance=1.0, condition_guidance={}, decode=False)
+    assert calls == [4 * 2] * 6 + [2] * 6
+    torch.testing.assert_close(single.latent, guided.latent, atol=1e-5, rtol=1e-5)
+    conditioned = model.generate(_conditions(2), seed=0, decode=False)
+    assert not torch.allclose(conditioned.latent, guided.latent, atol=1e-3)  # guidance does act when conditioned
+
+
 def test_guided_velocity_of_the_model_is_the_chain_of_its_variants_with_asymmetric_scales():
     sampler = create("sampler", "euler", steps=2, guidance=1.0, condition_guidance={"video": 2.0, "sync": 5.0,
                                                                                     "speaker": 3.0})
