@@ -29,7 +29,7 @@ test: $(VENV)/.installed-dev
 # Every Triton kernel configuration each GPU family may launch, compiled ahead of time for sm_90 and sm_80
 # with Triton's bundled ptxas (no GPU, offline); fails on any register spill or shared memory over the limit.
 aot-check: $(VENV)/.installed
-	$(PY) benchmarks/aot_compile_check.py --dtype bf16 --quiet
+	$(PY) benchmarks/aot_compile_check.py --quiet
 
 # The wheel in a fresh virtual environment, as users install it: plugins, recipe show, a few training steps.
 wheel-test: $(VENV)/.installed

@@ -1,8 +1,8 @@
 """Ahead-of-time compile check of every Triton kernel configuration, without a GPU (CI: `make aot-check`).
 
-    python benchmarks/aot_compile_check.py --dtype bf16 --quiet    # what CI runs: sm_90 and sm_80
-    python benchmarks/aot_compile_check.py                         # bf16 and fp16
-    python benchmarks/aot_compile_check.py --arch 90 --dtype bf16 --jobs 4 --json out.json --markdown out.md
+    python benchmarks/aot_compile_check.py --quiet                 # what CI runs: bf16 and fp16, sm_90 and sm_80
+    python benchmarks/aot_compile_check.py --dtype fp32 --only rows  # the row kernels in fp32
+    python benchmarks/aot_compile_check.py --arch 90 --dtype bf16 --jobs 4 --json out.json --markdown-dir out/
 
 Each configuration the kernels can launch is compiled with `triton.compile` for a `GPUTarget` (no device
 needed, offline) down to a cubin by Triton's bundled ptxas, with Triton's own ptxas options; the ptxas log
@@ -31,6 +31,7 @@ import io
 import json
 import os
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -40,6 +41,8 @@ from dataclasses import asdict, dataclass, field
 from vssflow.core.kernels import tiles  # pure Python: which configurations each GPU family may launch
 
 SMEM_LIMIT = tiles.SMEM_LIMIT  # bytes of shared memory one block may use (opt-in maximum)
+DTYPES = ("bf16", "fp16", "fp32")
+ATTENTION_DTYPES = ("bf16", "fp16")  # the GPU attention takes no fp32
 
 
 @dataclass
@@ -76,7 +79,7 @@ def _sig(fn, pointers: dict) -> dict:
 def attention_cases(arch: int, dtypes: tuple[str, ...]) -> list[Case]:
     """Every tile `tiles.attention_tiles` lets the autotuner time on this family, per head dim and mask."""
     cases = []
-    for dt in dtypes:
+    for dt in (d for d in dtypes if d in ATTENTION_DTYPES):
         io_ptrs = {"Q": dt, "K": dt, "V": dt, "Out": dt, "DO": dt, "DQ": dt, "DK": dt, "DV": dt,
                    "LSE": "*fp32", "DELTA": "*fp32", "MASK": "*u8", "WINDOW": "*i32"}
         io_ptrs = {k: (v if v.startswith("*") else "*" + v) for k, v in io_ptrs.items()}
@@ -225,15 +228,47 @@ def enumerate_cases(archs: tuple[int, ...], dtypes: tuple[str, ...], only: str |
     return cases
 
 
+def dtype_of(case: Case) -> str:
+    """The tensor dtype a configuration was compiled for (named in its label)."""
+    return next(word for word in case.label.split() if word in DTYPES)
+
+
+def report(done: list[Case], header: str) -> tuple[list[str], list[str], int]:
+    """Markdown table rows, summary lines and the number of failing configurations."""
+    rows = ["| sm | configuration | registers | spills (B) | shared (KiB) | verdict |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    failed = 0
+    by_arch = {}
+    for case in done:
+        v = verdict(case)
+        failed += v != "ok"
+        r = case.result
+        rows.append(f"| {case.arch} | {case.label} | {r.get('registers', '-')} | {r.get('spill_bytes', '-')} | "
+                    f"{r.get('shared', 0) / 1024:.0f} | {v} |")
+        if "shared" in r:
+            agg = by_arch.setdefault(case.arch, {"max_shared": 0, "max_registers": 0, "n": 0, "failed": 0})
+            agg["max_shared"] = max(agg["max_shared"], r["shared"])
+            agg["max_registers"] = max(agg["max_registers"], r["registers"] or 0)
+            agg["n"] += 1
+            agg["failed"] += v != "ok"
+    summary = [f"{len(done)} configurations, {failed} failing{header}"]
+    for arch, agg in sorted(by_arch.items(), reverse=True):
+        summary.append(f"sm_{arch}: {agg['n']} configurations ({agg['failed']} failing), at most "
+                       f"{agg['max_registers']} registers per thread, {agg['max_shared'] / 1024:.0f} KiB shared memory "
+                       f"(limit {SMEM_LIMIT[arch] // 1024} KiB)")
+    return rows, summary, failed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, action="append", choices=sorted(SMEM_LIMIT),
                         help="compute capability x10 (repeatable; default 90 and 80)")
-    parser.add_argument("--dtype", action="append", choices=["bf16", "fp16"], help="default: both")
+    parser.add_argument("--dtype", action="append", choices=DTYPES,
+                        help="repeatable; default bf16 and fp16 (fp32: the row kernels, the GPU attention takes none)")
     parser.add_argument("--only", choices=["attention", "rows"], help="one family only")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compilers")
     parser.add_argument("--json", help="also write every result to this JSON file")
-    parser.add_argument("--markdown", help="also write the table and summary to this Markdown file")
+    parser.add_argument("--markdown-dir", help="also write aot_compile_check-<dtype>.md per dtype to this folder")
     parser.add_argument("--quiet", action="store_true", help="print only failing configurations and the summary")
     args = parser.parse_args()
     archs, dtypes = tuple(args.arch or tiles.ARCHS), tuple(args.dtype or ("bf16", "fp16"))
@@ -259,37 +294,28 @@ def main() -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     done = [compiled[i] for i in range(len(cases))]
     seconds = time.perf_counter() - started
-    rows = ["| sm | configuration | registers | spills (B) | shared (KiB) | verdict |",
-            "| --- | --- | --- | --- | --- | --- |"]
-    failed = 0
-    for case in done:
-        v = verdict(case)
-        failed += v != "ok"
-        r = case.result
-        rows.append(f"| {case.arch} | {case.label} | {r.get('registers', '-')} | {r.get('spill_bytes', '-')} | "
-                    f"{r.get('shared', 0) / 1024:.0f} | {v} |")
-    by_arch = {}
-    for case in done:
-        if "shared" in case.result:
-            agg = by_arch.setdefault(case.arch, {"max_shared": 0, "max_registers": 0, "n": 0})
-            agg["max_shared"] = max(agg["max_shared"], case.result["shared"])
-            agg["max_registers"] = max(agg["max_registers"], case.result["registers"] or 0)
-            agg["n"] += 1
     import triton
 
-    summary = [f"{len(done)} configurations, {failed} failing, in {seconds:.0f} s "
-               f"(triton {triton.__version__}, {args.jobs} jobs)"]
-    for arch, agg in sorted(by_arch.items(), reverse=True):
-        summary.append(f"sm_{arch}: {agg['n']} configurations, at most {agg['max_registers']} registers per thread, "
-                       f"{agg['max_shared'] / 1024:.0f} KiB shared memory (limit {SMEM_LIMIT[arch] // 1024} KiB)")
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))  # the workers and their ptxas runs included
+    rows, summary, failed = report(done, f", in {seconds:.0f} s wall, {cpu:.0f} s of CPU (triton "
+                                         f"{triton.__version__}, {args.jobs} jobs)")
     shown = rows if not args.quiet else rows[:2] + [r for r in rows[2:] if not r.endswith("| ok |")]
     print("\n".join(shown) + "\n\n" + "\n".join(summary))
-    if args.markdown:
-        command = "python benchmarks/aot_compile_check.py " + " ".join(sys.argv[1:])
-        with open(args.markdown, "w") as fh:
-            fh.write(f"# Ahead-of-time compile check (no GPU)\n\nCommand: `{command}` (triton {triton.__version__}, "
-                     f"its bundled ptxas; exit status {1 if failed else 0}).\n\n" + "\n".join(rows) + "\n\n" +
-                     "\n".join(summary) + "\n")
+    if args.markdown_dir:
+        argv = list(sys.argv[1:])
+        for flag in ("--json", "--markdown-dir"):  # where the files went is not part of the command
+            if flag in argv:
+                i = argv.index(flag)
+                argv = argv[:i] + argv[i + 2:]
+        command = "python benchmarks/aot_compile_check.py " + " ".join(argv)
+        for dt in dtypes:
+            mine = [c for c in done if dtype_of(c) == dt]
+            dt_rows, dt_summary, dt_failed = report(mine, f" for {dt}")
+            with open(os.path.join(args.markdown_dir, f"aot_compile_check-{dt}.md"), "w") as fh:
+                fh.write(f"# Ahead-of-time compile check (no GPU), {dt}\n\nCommand: `{command}` (triton "
+                         f"{triton.__version__}, its bundled ptxas; exit status {1 if failed else 0}). The whole "
+                         f"run: {summary[0]}.\n\n" + "\n".join(dt_rows) + "\n\n" + "\n".join(dt_summary) + "\n")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump([{**asdict(c), "verdict": verdict(c)} for c in done], fh, indent=1)
