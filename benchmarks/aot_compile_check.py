@@ -1,7 +1,6 @@
 """Ahead-of-time compile check of every Triton kernel configuration, without a GPU (CI: `make aot-check`).
 
-    python benchmarks/aot_compile_check.py --quiet                 # what CI runs: bf16 and fp16, sm_90 and sm_80
-    python benchmarks/aot_compile_check.py --dtype fp32 --only rows  # the row kernels in fp32
+    python benchmarks/aot_compile_check.py --quiet                 # what CI runs: sm_90 and sm_80, every dtype
     python benchmarks/aot_compile_check.py --arch 90 --dtype bf16 --jobs 4 --json out.json --markdown-dir out/
 
 Each configuration the kernels can launch is compiled with `triton.compile` for a `GPUTarget` (no device
@@ -264,14 +263,14 @@ def main() -> int:
     parser.add_argument("--arch", type=int, action="append", choices=sorted(SMEM_LIMIT),
                         help="compute capability x10 (repeatable; default 90 and 80)")
     parser.add_argument("--dtype", action="append", choices=DTYPES,
-                        help="repeatable; default bf16 and fp16 (fp32: the row kernels, the GPU attention takes none)")
+                        help="repeatable; default all three (fp32: the row kernels only, the GPU attention takes none)")
     parser.add_argument("--only", choices=["attention", "rows"], help="one family only")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compilers")
     parser.add_argument("--json", help="also write every result to this JSON file")
     parser.add_argument("--markdown-dir", help="also write aot_compile_check-<dtype>.md per dtype to this folder")
     parser.add_argument("--quiet", action="store_true", help="print only failing configurations and the summary")
     args = parser.parse_args()
-    archs, dtypes = tuple(args.arch or tiles.ARCHS), tuple(args.dtype or ("bf16", "fp16"))
+    archs, dtypes = tuple(args.arch or tiles.ARCHS), tuple(args.dtype or DTYPES)
 
     cases = enumerate_cases(archs, dtypes, args.only)
     os.environ.pop("TRITON_INTERPRET", None)  # the kernel modules must be built for the GPU, not the interpreter

@@ -129,15 +129,16 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-# Row kernels hold whole rows in registers (tile: `rows_per_block`, `warps_for`). The widest row each op takes on each
-# family before its backward would spill; wider rows take the PyTorch path. adaLN and the gated residual
-# spill in the backward at 16384 (and adaLN at 8192 on sm_80), q/k norm + RoPE at 8192 on sm_90 (with a
-# weight and full rotation); RMSNorm alone and RoPE alone are clean to 16384.
+# Row kernels hold whole rows in registers (tile: `rows_per_block`, `warps_for`). The widest row each op takes
+# on each family: a width is allowed when its forward and backward compile without spills in every dtype the
+# op takes (fp32, fp16, bf16); wider rows take the PyTorch path. Measured: adaLN spills in the backward at
+# 8192 (fp32 on sm_90, bf16 on sm_80), the gated residual at 16384, RMSNorm with a weight at 16384 (fp32,
+# sm_90), q/k norm + RoPE at 8192 (bf16, sm_90) and 16384 (fp32, sm_80); RoPE alone is clean to 16384.
 ROW_OPS = ("rms_norm", "rope", "qk_norm_rope", "adaln_modulate", "gated_residual")
 MAX_ROW_WIDTH = 16384
 _ROW_MAX = {
-    90: {"adaln_modulate": 8192, "gated_residual": 8192, "qk_norm_rope": 4096},
-    80: {"adaln_modulate": 4096, "gated_residual": 8192},
+    90: {"adaln_modulate": 4096, "gated_residual": 8192, "qk_norm_rope": 4096, "rms_norm": 8192},
+    80: {"adaln_modulate": 4096, "gated_residual": 8192, "qk_norm_rope": 8192},
 }
 
 
