@@ -54,8 +54,9 @@ _DQ = {
 TILES = {"fwd": _FWD, "dkdv": _DKDV, "dq": _DQ}
 
 # Tiles a family does not run: family -> kernel -> head dim -> tile -> the HAS_MASK values it is dropped for.
-# A tile is dropped when it spills for either dtype (fp16 and bf16 differ). Spills measured with ptxas (benchmarks/results/aot_compile_check-*.md); on sm_80 128x128 at head dim 128
-# also needs more shared memory (224 KiB) than the 163 KiB there.
+# A tile is dropped when it spills for either dtype (fp16 and bf16 differ). Spills measured with ptxas
+# (benchmarks/results/aot_compile_check-*.md); on sm_80 128x128 at head dim 128 also needs more shared
+# memory (224 KiB) than the 163 KiB there.
 BOTH, MASKED, UNMASKED = (False, True), (True,), (False,)
 _DROP = {
     90: {"fwd": {128: {(128, 128, 8, 3): MASKED}}, "dkdv": {128: {(32, 128, 8, 4): MASKED}}},
