@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test wheel-test install install-dev lint bench clean
+.PHONY: demo test aot-check wheel-test install install-dev lint bench clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q tests examples/plugin-template/tests
+
+# Every Triton kernel configuration each GPU family may launch, compiled ahead of time for sm_90 and sm_80
+# with Triton's bundled ptxas (no GPU, offline); fails on any register spill or shared memory over the limit.
+aot-check: $(VENV)/.installed
+	$(PY) benchmarks/aot_compile_check.py --quiet
 
 # The wheel in a fresh virtual environment, as users install it: plugins, recipe show, a few training steps.
 wheel-test: $(VENV)/.installed

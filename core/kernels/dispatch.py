@@ -20,11 +20,14 @@ import sys
 
 import torch
 
+from . import tiles
+
 BACKENDS = ("auto", "triton", "sdpa", "reference")
 ENV_VAR = "VSSFLOW_ATTENTION_BACKEND"
 ATTENTION_HEAD_DIMS = (32, 64, 128)
-# Row kernels hold a whole row in registers; wider rows would spill, so they take the PyTorch path.
-MAX_ROW_WIDTH = 16384
+# Row kernels hold a whole row in registers; wider rows would spill, so they take the PyTorch path. The
+# limit per op and GPU family is tiles.max_row_width (adaLN and the gated residual stop earlier on the GPU).
+MAX_ROW_WIDTH = tiles.MAX_ROW_WIDTH
 OPS = ("attention", "rms_norm", "rope", "qk_norm_rope", "adaln_modulate", "gated_residual")
 
 logger = logging.getLogger("vssflow.kernels")
@@ -94,8 +97,11 @@ def triton_unsupported(
     else:
         if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32):
             return f"triton {op} does not take {dtype}"
-        if width is not None and width > MAX_ROW_WIDTH:
-            return f"triton {op} supports rows up to {MAX_ROW_WIDTH} wide, got {width}"
+        limit = MAX_ROW_WIDTH
+        if on_gpu and op in tiles.ROW_OPS:
+            limit = tiles.max_row_width(op, tiles.arch_family(torch.cuda.get_device_capability(device)))
+        if width is not None and width > limit:
+            return f"triton {op} supports rows up to {limit} wide, got {width}"
     return None
 
 

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 from triton import knobs
 
+from . import tiles
 from .dispatch import device_guard
 
 # The interpreter is chosen when a kernel is decorated, so it is fixed for this module's lifetime.
@@ -318,36 +319,11 @@ def _attn_bwd_dq(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Autotuning (GPU only). Tiles per head dim as (BLOCK_M, BLOCK_N, num_warps, num_stages), vetted by compiling
-# every one for sm_90 with ptxas: no register spills, shared memory under Hopper's 227 KB. They also run on
-# Ampere (the autotuner skips what does not fit). The key buckets lengths to powers of two, so a new length
-# reuses its bucket's pick instead of re-tuning; picks are cached on disk across processes.
+# Autotuning (GPU only). The tiles per kernel, head dim, mask and GPU family live in tiles.py, which the
+# ahead-of-time compile check enumerates too (no spills, shared memory within the family's limit). The key
+# buckets lengths to powers of two, so a new length reuses its bucket's pick instead of re-tuning; picks
+# are cached on disk across processes.
 
-_FWD_TILES = {
-    32: [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 4), (64, 64, 4, 3), (64, 32, 4, 3),
-         (32, 32, 4, 2)],
-    64: [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 4), (64, 64, 4, 3), (64, 64, 4, 4),
-         (64, 32, 4, 3), (32, 32, 4, 2)],
-    128: [(128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 4, 3), (64, 64, 4, 4),
-          (64, 32, 4, 3), (32, 32, 4, 2)],
-}
-# dK/dV: the key block (BLOCK_N) stays resident with its two fp32 accumulators; queries (BLOCK_M) stream.
-_DKDV_TILES = {
-    32: [(32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 3), (16, 64, 4, 3), (16, 32, 4, 2)],
-    64: [(32, 128, 8, 3), (64, 128, 8, 3), (64, 128, 8, 2), (32, 128, 8, 4), (16, 128, 8, 3), (32, 64, 4, 3),
-         (32, 64, 8, 3), (16, 64, 4, 3), (16, 32, 4, 2)],
-    128: [(32, 128, 8, 3), (32, 128, 8, 2), (32, 128, 8, 4), (16, 128, 8, 3), (32, 64, 8, 3), (16, 64, 4, 3)],
-}
-# dQ: the query block stays resident; keys stream.
-_DQ_TILES = {
-    32: [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 4), (64, 32, 4, 4), (32, 32, 4, 2),
-         (32, 16, 4, 2)],
-    64: [(128, 64, 8, 3), (128, 32, 8, 3), (128, 32, 8, 4), (128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 4),
-         (32, 32, 4, 2), (32, 16, 4, 2)],
-    128: [(128, 64, 8, 3), (128, 32, 8, 3), (128, 32, 8, 4), (128, 64, 8, 2), (64, 64, 8, 3), (64, 32, 4, 3),
-          (32, 32, 4, 2), (32, 16, 4, 2)],
-}
-_TILES = {"fwd": _FWD_TILES, "dkdv": _DKDV_TILES, "dq": _DQ_TILES}
 _KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "HAS_MASK", "GROUP"]
 _tuned: dict[str, object] = {}
 
@@ -357,16 +333,15 @@ def _tile(c) -> tuple[int, int, int, int]:
     return c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
 
 
-def _pruner(tiles: dict):
-    """Keep the tiles vetted for this head dim, minus those far larger than a short problem."""
+def _pruner(name: str):
+    """Keep the configs `tiles.pick_tiles` allows on the GPU of this launch."""
 
     def prune(configs, named_args, **kwargs):
         d = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
-        lq, lk = named_args["LQ_KEY"], named_args["LK_KEY"]
-        allowed = set(tiles.get(d, tiles[64]))
-        kept = [c for c in configs if _tile(c) in allowed]
-        small = [c for c in kept if c.kwargs["BLOCK_M"] <= max(lq, 32) and c.kwargs["BLOCK_N"] <= max(lk, 32)]
-        return small or kept or configs[:1]
+        has_mask = bool(kwargs.get("HAS_MASK", named_args.get("HAS_MASK")))
+        capability = torch.cuda.get_device_capability(named_args["Q"].device)
+        keep = set(tiles.pick_tiles(name, d, has_mask, capability, named_args["LQ_KEY"], named_args["LK_KEY"]))
+        return [c for c in configs if _tile(c) in keep]
 
     return prune
 
@@ -377,11 +352,10 @@ def _kernel(name: str):
     if INTERPRETED:
         return base
     if name not in _tuned:
-        tiles = _TILES[name]
-        union = sorted({t for per_dim in tiles.values() for t in per_dim})
-        configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in union]
+        configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+                   for m, n, w, s in tiles.all_attention_tiles(name)]
         _tuned[name] = triton.autotune(
-            configs=configs, key=_KEY, prune_configs_by={"early_config_prune": _pruner(tiles)}, cache_results=True
+            configs=configs, key=_KEY, prune_configs_by={"early_config_prune": _pruner(name)}, cache_results=True
         )(base)
     return _tuned[name]
 

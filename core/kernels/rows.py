@@ -13,6 +13,8 @@ import triton
 import triton.language as tl
 from triton import knobs
 
+from . import tiles
+
 INTERPRETED = bool(knobs.runtime.interpret)
 
 
@@ -30,19 +32,13 @@ def num_programs_cap(device: torch.device) -> int:
 
 
 def rows_per_block(width: int) -> int:
-    """Rows per program: ~2K values per tile (interpreter: 4 rows, to exercise multi-block tails).
-
-    These kernels are memory bound; small tiles at ~8 values per thread keep registers under ~100 so
-    several programs share an SM and hide latency (checked with ptxas for sm_90).
-    """
+    """Rows per program: `tiles.rows_per_block` on the GPU (interpreter: 4 rows, to exercise multi-block tails)."""
     if INTERPRETED:
         return 4
-    return max(1, min(64, 2048 // triton.next_power_of_2(width)))
+    return tiles.rows_per_block(width)
 
 
-def warps_for(block_rows: int, block_width: int) -> int:
-    """One warp per 256 values of the tile (~8 per thread), 4 to 16."""
-    return min(16, max(4, block_rows * block_width // 256))
+warps_for = tiles.warps_for  # one warp per 256 values of the tile, 4 to 16
 
 
 @triton.jit
