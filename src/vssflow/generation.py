@@ -525,7 +525,8 @@ def requests_from_manifest(path: str | Path) -> list[ClipRequest]:
 def generate_cli(args: Any) -> Iterator[Path]:
     """`vssflow generate`: validate everything first, then generate batch by batch, publishing each clip (wav +
     mp4 + a line of OUT/generated.jsonl) as it finishes. A rerun skips the clips already published with the
-    same checkpoint and seed (`--overwrite` redoes them); an interruption keeps every published clip.
+    same checkpoint, seed, prompts and sampling options (`--overwrite` redoes them); an interruption keeps
+    every published clip.
     Under torchrun each rank generates its blocks of --batch-size missing clips (docs/scale.md)."""
     from vssflow.core.sharding import Shard, barrier, merge_rank_records, process_group
 
@@ -573,12 +574,16 @@ def _generate_cli(args: Any, shard: Any) -> Iterator[Path]:
         requests = [request]
     checkpoint = str(Path(args.checkpoint).resolve())
     done = {} if getattr(args, "overwrite", False) else finished_clips(out)
-    def prompts(request: ClipRequest) -> dict[str, str]:  # what a clip was generated with, beyond seed and checkpoint
+    # the sampling options given on the command line (None: the checkpoint's or the built-in default)
+    sampling = {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler, "overlap": args.overlap,
+                "precision": args.precision, "long": getattr(args, "long", None), "join": getattr(args, "join", None)}
+
+    def prompts(request: ClipRequest) -> dict[str, Any]:  # what a clip was generated with, beyond seed and checkpoint
         given = {"caption": request.caption, "negative_prompt": request.negative_prompt,
                  "prompt_audio": str(request.prompt_audio) if request.prompt_audio else None,
                  "inpaint": list(request.inpaint) if request.inpaint else None,
                  "voice_prompt": str(request.voice_prompt) if request.voice_prompt else None,
-                 "adapters": [[a["sha256"], a["scale"]] for a in pipe.adapters] or None}
+                 "adapters": [[a["sha256"], a["scale"]] for a in pipe.adapters] or None, **sampling}
         return {k: v for k, v in given.items() if v is not None}
 
     asked = {r.clip_id: prompts(r) for r in requests}
@@ -586,7 +591,7 @@ def _generate_cli(args: Any, shard: Any) -> Iterator[Path]:
             if not (r.clip_id in done and done[r.clip_id].get("seed") == args.seed
                     and done[r.clip_id].get("checkpoint") == checkpoint
                     and {k: done[r.clip_id][k] for k in ("caption", "negative_prompt", "prompt_audio", "inpaint",
-                                                           "voice_prompt", "adapters")
+                                                           "voice_prompt", "adapters", *sampling)
                          if k in done[r.clip_id]}
                     == asked[r.clip_id])]
     if len(todo) < len(requests):

@@ -67,6 +67,24 @@ def test_an_interrupted_manifest_resumes_with_only_the_unfinished_clips(tmp_path
     assert {Path(line).stem for line in overwrite.stdout.split()} == set(ids)
 
 
+def test_a_rerun_with_other_sampling_settings_generates_again(tmp_path, micro_checkpoint):
+    """generated.jsonl records the sampling options given (steps, guidance, sampler, overlap, precision, long,
+    join): a rerun skips a clip only if it was made with the same ones, never returning stale audio."""
+    manifest = manifest_of(tmp_path, ["a", "b"])
+    gen = ["generate", "--checkpoint", str(micro_checkpoint), "--manifest", str(manifest), "--out", str(tmp_path / "o")]
+    first = vssflow(*gen, "--steps", "2")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert len(first.stdout.split()) == 4  # wav and mp4 of both clips
+    record = json.loads((tmp_path / "o" / "generated.jsonl").read_text().splitlines()[0])
+    assert record["steps"] == 2 and record["overlap"] == 1.0 and "guidance" not in record
+    assert vssflow(*gen, "--steps", "2").stdout.split() == []  # the same settings: nothing to do
+    for extra in (["--steps", "3"], ["--steps", "3", "--guidance", "1.5"], ["--steps", "3", "--guidance", "1.5",
+                                                                              "--long", "crossfade"]):
+        again = vssflow(*gen, *extra)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert {Path(line).stem for line in again.stdout.split()} == {"a", "b"}, extra
+
+
 @pytest.mark.parametrize(
     "clip_id, problem",
     [("a/b", "without '/', got 'a/b'"), ("..", "starts with '.'"), ("x" * 201, "longer than 200 bytes"),
