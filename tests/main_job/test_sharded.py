@@ -107,9 +107,9 @@ def test_sharded_feature_extraction_equals_one_process_and_resumes(tmp_path, syn
         path.unlink()
     two = torchrun(*args, "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
-    written = {ln.split("]")[0]: int(ln.split("(")[1].split(" written")[0]) for ln in two.stdout.splitlines()
-               if "written" in ln}
-    assert written == {"[rank 0/2": 3, "[rank 1/2": 2}, two.stdout  # blocks of 2: ranks 0, 1, 0
+    lines = [ln for ln in two.stdout.splitlines() if "written" in ln]
+    written = {ln.split("]")[0]: int(ln.split("(")[1].split(" written")[0]) for ln in lines}
+    assert len(lines) == 2 and written == {"[rank 0/2": 3, "[rank 1/2": 2}, two.stdout  # blocks of 2: ranks 0, 1, 0
     assert features(tmp_path / "two") == single  # bit-identical
 
 

@@ -6,6 +6,7 @@ missing clips (docs/scale.md)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,8 +66,9 @@ def run_extract(args: argparse.Namespace) -> int:
                                    batch_size=args.batch_size, device=device,
                                    progress=not args.no_progress and shard.is_main, shard=shard)
     prefix = f"[rank {shard.rank}/{shard.world}] " if shard.sharded else ""
-    for report in reports:
-        print(prefix + report.line())
+    # one write for all of a rank's lines: the ranks share the terminal, and a line must not be split by another
+    sys.stdout.write("".join(f"{prefix}{report.line()}\n" for report in reports))
+    sys.stdout.flush()
     if not any(r.folder is not None for r in reports) and shard.is_main:
         print("no frozen encoders in this recipe: nothing to cache")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _span(text: str) -> tuple[float, float]:
@@ -84,5 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from vssflow.generation import generate_cli
 
     for path in generate_cli(args):
-        print(path, flush=True)
+        # one write a line: under torchrun the ranks share the terminal, and a path must not be split by another
+        sys.stdout.write(f"{path}\n")
+        sys.stdout.flush()
     return 0
