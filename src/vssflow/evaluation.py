@@ -512,8 +512,7 @@ class _SetState:
         self.metric = metric
         self.cache = _FeatureCache(metric, cache_dir) if metric.needs_reference else None
         self.generated: list[Tensor] = []
-        self.reference: list[Tensor] = []
-        self.reference_blocks: list[list[Tensor]] = []  # the reference rows of each batch (sharded runs)
+        self.reference_blocks: list[list[Tensor]] = []  # the reference rows of each batch, in batch order
         self.paired = True  # row i of both sides is one clip while every generated clip has its reference
 
     def add(self, part: list[str], waves: _Waves) -> None:
@@ -539,7 +538,6 @@ class _SetState:
                 rows[cid] = row
                 self.cache.put(waves.references[cid], row)
         block = [rows[cid] for cid in part if cid in rows]
-        self.reference += block
         self.reference_blocks.append(block)
         self.paired = self.paired and all(cid in rows for cid in part)
 
@@ -547,9 +545,10 @@ class _SetState:
         generated = torch.cat(self.generated)
         reference = None
         if self.cache is not None:
-            if not self.reference:
+            rows = [row for block in self.reference_blocks for row in block]
+            if not rows:
                 raise EvaluationError(f"{name}: no reference audio for any clip")
-            reference = torch.stack(self.reference)
+            reference = torch.stack(rows)
         value = float(self.metric.score(generated, reference))
         ci = bootstrap_set_ci(self.metric.score, generated, reference, paired=self.paired)
         return MetricResult(value, ci, n, bool(self.metric.higher_is_better), kind="set")
@@ -589,9 +588,9 @@ def _gather_shards(shard: Any, built: Mapping[str, Any], per_clip: dict[str, dic
         for k in range(sum(len(g) for g, _, _ in ranked)):  # batch k: the (k // world)-th of rank k % world
             g, r, p = ranked[k % shard.world]
             generated.append(g[k // shard.world])
-            reference += r[k // shard.world]
+            reference.append(r[k // shard.world])
             paired = paired and p
-        state.generated, state.reference, state.paired = generated, reference, paired
+        state.generated, state.reference_blocks, state.paired = generated, reference, paired
     return True
 
 
