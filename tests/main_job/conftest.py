@@ -37,11 +37,16 @@ def data_args(root: Path) -> list[str]:
             "--set", "data.params.size=48", "--set", "data.params.split=all"]
 
 
+def train_two_steps(tmp_path_factory, recipe: Path, root: Path, name: str) -> Path:
+    """`recipe` trained for two steps on the synthetic set at `root`; its last checkpoint."""
+    out = tmp_path_factory.mktemp(name)
+    done = vssflow("train", str(recipe), "--out", str(out), "--no-progress", "--set", "train.steps=2",
+                   *data_args(root))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "checkpoints" / "last"
+
+
 @pytest.fixture(scope="session")
 def micro_checkpoint(tmp_path_factory, synth_root) -> Path:
     """A micro model trained for two steps."""
-    out = tmp_path_factory.mktemp("micro-run")
-    done = vssflow("train", str(MICRO), "--out", str(out), "--no-progress", "--set", "train.steps=2",
-                   *data_args(synth_root))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out / "checkpoints" / "last"
+    return train_two_steps(tmp_path_factory, MICRO, synth_root, "micro-run")

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.main_job.conftest import HERE, data_args, vssflow
+from tests.main_job.conftest import HERE, train_two_steps, vssflow
 from tests.main_job.test_generate import moving_square
 from vssflow.continuation import join_weights, join_zone, paste_given, plan_continuation
 from vssflow.core.media import read_audio, write_audio
@@ -28,11 +28,7 @@ def pipe():
 @pytest.fixture(scope="module")
 def prompt_checkpoint(tmp_path_factory, synth_root) -> Path:
     """The micro recipe with the audio-prompt route, trained for two steps on CPU."""
-    out = tmp_path_factory.mktemp("prompt-run")
-    done = vssflow("train", str(MICRO_PROMPT), "--out", str(out), "--no-progress", "--set", "train.steps=2",
-                   *data_args(synth_root))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out / "checkpoints" / "last"
+    return train_two_steps(tmp_path_factory, MICRO_PROMPT, synth_root, "prompt-run")
 
 
 def tone(path: Path, seconds: float, freq: float = 440.0) -> Path:
