@@ -70,6 +70,12 @@ def test_comfort_noise_sits_at_the_asked_level_below_the_speech_and_is_reproduci
     assert noisy[: SR // 4].abs().max() > 0  # the digital silence is filled
 
 
+def test_wer_decoding_options_are_metric_params():
+    """`--metric-param wer.fillers=... wer.trim_db=... wer.noise_snr_db=null` reach the metric (validated)."""
+    wer = create("metric", "wer", grammar="grid", fillers=True, trim_db=-30.0, noise_snr_db=None)
+    assert (wer.fillers, wer.trim_db, wer.noise_snr_db) == (True, -30.0, None)
+
+
 def test_wer_open_vocabulary_and_word_list_grammar_run(grid_words):
     words = sorted({w for s in grid_words for w in s})
     closed = create("metric", "wer", vocabulary=words)
