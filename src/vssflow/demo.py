@@ -91,13 +91,17 @@ def run_demo(
     steps: int | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     device: str | None = None,
+    processes: int | str = "auto",
 ) -> Path:
-    """Run the demo; returns the path of report.html."""
+    """Run the demo; returns the path of report.html.
+
+    processes: training processes on a CPU (vssflow.launch; "auto": one per core, up to 4); 1 trains in this
+    process. Each process takes its share of every batch, so the run follows the same trajectory.
+    """
     from vssflow.core.media import read_audio, write_audio
-    from vssflow.generation import ClipRequest, load_pipeline
+    from vssflow.generation import ClipRequest
     from vssflow.registry import create
     from vssflow.report import ClipEntry, spectrogram_png, write_report
-    from vssflow.training import train
 
     started = time.perf_counter()
     out = Path(out)
@@ -117,41 +121,44 @@ def run_demo(
     del probe_model
     _say(f"    ready in {time.perf_counter() - t:.0f} s")
 
-    _say(f"2/4 training recipe {resolved.name!r} for {resolved.train.steps} steps on {device or 'the default device'}")
-    t = time.perf_counter()
-    done = False
-    if last.exists():
-        from vssflow.core.checkpoint import Checkpoint
-
-        done = Checkpoint(last).trainer_state().get("step", 0) >= resolved.train.steps
-    if not done:
-        train(resolved, out_dir=run_dir, resume=last.exists(), device=device)
-    train_s = time.perf_counter() - t
-    _say(f"    trained in {train_s:.0f} s; checkpoint {last}")
-
-    _say("3/4 generating held-out clips with all conditions, and with all conditions dropped")
-    pipe = load_pipeline(last, device=device)
     by_family: dict[str, list[Any]] = {}
     for rec in records:
         family = (rec.meta or {}).get("family", rec.task)
         if len(by_family.setdefault(family, [])) < HELD_OUT_PER_FAMILY:
             by_family[family].append(rec)
     chosen = [rec for fam in sorted(by_family) for rec in by_family[fam]]
-    takes_caption = pipe.caption_condition() is not None
-    requests = [ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id, caption=r.caption if takes_caption else None)
-                for r in chosen]
-    t = time.perf_counter()
-    conditioned = pipe.generate(requests, seed=1234)
-    gen_s = time.perf_counter() - t
-    # with every condition dropped both guidance branches are the same null-conditioned velocity, so
-    # guidance 1 gives the same field (up to rounding) at half the backbone calls
-    unconditioned = pipe.generate(requests, seed=1234, conditioned=False, guidance=1.0)
-    audio_s = sum(w.numel() for w in conditioned) / pipe.sample_rate
+
+    _say(f"2/4 training recipe {resolved.name!r} for {resolved.train.steps} steps on {device or 'the default device'}")
+    done = False
+    if last.exists():
+        from vssflow.core.checkpoint import Checkpoint
+
+        done = Checkpoint(last).trainer_state().get("step", 0) >= resolved.train.steps
+    from vssflow.training import _local_processes
+
+    n, threads = _local_processes(resolved, processes, device) if processes != 1 else (1, 0)
+    work = (resolved, run_dir, not done, chosen)
+    if n > 1:  # training and generation both split across the processes (vssflow.launch)
+        from vssflow.launch import run_processes
+
+        _say(f"    in {n} processes of {threads} thread(s) each, every one on its share of each batch")
+        parts = run_processes(_train_and_generate, work, {"device": "cpu"}, processes=n, threads=threads)
+    else:
+        parts = [_train_and_generate(*work, device=device)]
+    conditioned: list[Any] = [None] * len(chosen)
+    unconditioned: list[Any] = [None] * len(chosen)
+    for part in parts:
+        for i, wav_c, wav_u in zip(part["clips"], part["conditioned"], part["unconditioned"], strict=True):
+            conditioned[i], unconditioned[i] = wav_c, wav_u
+    train_s = parts[0]["train_s"]
+    gen_s = sum(part["generation_s"] for part in parts)  # compute seconds, summed over the processes
+    sr = parts[0]["sample_rate"]
+    audio_s = sum(w.numel() for w in conditioned) / sr
+    requests = [ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id) for r in chosen]
 
     _say("4/4 scoring and writing the report")
     from vssflow.evaluation import Reference, evaluate
 
-    sr = pipe.sample_rate
     metrics = {name: create("metric", name, sample_rate=sr) for name in METRICS}
     refs = {rec.id: Reference(rec.id, rec.audio_path, rec.start, rec.end, _labels(rec),
                               (rec.meta or {}).get("family", rec.task)) for rec in chosen}
@@ -247,3 +254,36 @@ def run_demo(
              + (f"; real audio {row['real audio']:.3f})" if isinstance(row["real audio"], float) else ")"))
     _say(f"done in {time.perf_counter() - started:.0f} s")
     return report
+
+
+def _train_and_generate(resolved: Any, run_dir: Path, needs_training: bool, chosen: list[Any],
+                        device: str | None = None) -> dict[str, Any]:
+    """This process's part of steps 2 and 3: train (every process on its share of each batch, or alone), then
+    generate its share of the held-out clips with every condition and with none. Noise is seeded per clip, so
+    a clip's audio does not depend on which process made it."""
+    from vssflow.core.trainer import DistInfo
+    from vssflow.generation import ClipRequest, load_pipeline
+    from vssflow.training import train
+
+    where = DistInfo.from_env()
+    last = run_dir / "checkpoints" / "last"
+    t = time.perf_counter()
+    if needs_training:
+        train(resolved, out_dir=run_dir, resume=last.exists(), device=device)
+    train_s = time.perf_counter() - t
+    if where.is_main:
+        _say(f"    trained in {train_s:.0f} s; checkpoint {last}")
+        _say("3/4 generating held-out clips with all conditions, and with all conditions dropped")
+    pipe = load_pipeline(last, device=device)
+    mine = list(range(where.rank, len(chosen), where.world))
+    takes_caption = pipe.caption_condition() is not None
+    requests = [ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id, caption=r.caption if takes_caption else None)
+                for r in (chosen[i] for i in mine)]
+    t = time.perf_counter()
+    conditioned = pipe.generate(requests, seed=1234)
+    generation_s = time.perf_counter() - t
+    # with every condition dropped both guidance branches are the same null-conditioned velocity, so
+    # guidance 1 gives the same field (up to rounding) at half the backbone calls
+    unconditioned = pipe.generate(requests, seed=1234, conditioned=False, guidance=1.0)
+    return {"clips": mine, "conditioned": conditioned, "unconditioned": unconditioned, "train_s": train_s,
+            "generation_s": generation_s, "sample_rate": pipe.sample_rate}

@@ -103,6 +103,24 @@ def needs_unused_parameters(recipe: Recipe) -> bool:
     return len(recipe.tasks()) > 1 or any(c.tasks for c in recipe.conditions.values())
 
 
+def _local_processes(recipe: Recipe, processes: int | str, device: str | None) -> tuple[int, int]:
+    """(processes, threads each) for `--processes` (vssflow.launch.plan_processes), after the checks."""
+    from vssflow.core.trainer import DistInfo
+    from vssflow.launch import plan_processes
+
+    on_gpu = device.startswith("cuda") if device else torch.cuda.is_available()
+    if processes == "auto" and (on_gpu or DistInfo.from_env().world > 1):
+        return 1, torch.get_num_threads()
+    if DistInfo.from_env().world > 1:
+        raise RecipeError(f"--processes {processes}: this process was launched by torchrun already, which sets "
+                          "the processes; drop --processes")
+    if on_gpu:
+        raise RecipeError(f"--processes {processes} trains on CPU cores; for GPUs launch one process per GPU "
+                          "with torchrun (docs/scale.md), or pass --device cpu")
+    micro = recipe.train.batch_size // max(1, recipe.train.grad_accum)
+    return plan_processes(processes, micro)
+
+
 def _setup_distributed(device: str | None) -> tuple[Any, torch.device]:
     from vssflow.core.trainer import DistInfo
 
@@ -172,12 +190,15 @@ def train(
     device: str | None = None,
     max_steps: int | None = None,
     progress: bool = True,
+    processes: int | str = 1,
 ) -> Path | None:
     """Train a recipe; returns checkpoints/last (None on ranks other than 0).
 
     resume: False (a new run; refuses a folder that holds one), True (continue; an error when there is
     nothing to continue) or "auto" (continue if possible, else start). Nothing in the run folder changes
     until the recipe, the checkpoint and the data have been checked; rank 0 holds the run lock throughout.
+    processes: on a CPU, train data-parallel in this many local processes (or "auto": one per core), each
+    on its share of every batch (vssflow.launch); under torchrun leave it at 1.
     """
     from vssflow.core.files import OutputError
     from vssflow.core.runlock import RunLock
@@ -185,6 +206,15 @@ def train(
     mode = _resume_mode(resume)
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
+    if processes != 1:
+        n, threads = _local_processes(recipe, processes, device)
+        if n > 1:
+            from vssflow.launch import run_processes
+
+            log.info("training in %d processes of %d thread(s) each", n, threads)
+            return run_processes(train, (recipe,), {"out_dir": out_dir, "resume": resume, "device": "cpu",
+                                                    "max_steps": max_steps, "progress": progress},
+                                 processes=n, threads=threads)[0]
     out = Path(out_dir or Path("runs") / recipe.name)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: --out names an existing file, not a run folder; choose a folder")

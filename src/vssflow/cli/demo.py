@@ -14,6 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default=None)
+    p.add_argument("--processes", default="auto", metavar="N",
+                   help="training processes on a CPU, each on its share of every batch (default auto: one per "
+                        "core, up to 4; 1: train in this process)")
     p.set_defaults(func=run)
 
 
@@ -24,10 +27,12 @@ def run(args: argparse.Namespace) -> int:
     # before torch loads OpenMP: idle threads sleep instead of spinning, so a busy machine (or the demo's own
     # data worker) does not make every parallel region wait for a descheduled spinner (docs/scale.md)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from vssflow.cli.train import processes_arg
     from vssflow.demo import run_demo
 
     report = run_demo(out=args.out, recipe=args.recipe, clips=args.clips, steps=args.steps,
-                      overrides=args.overrides, device=args.device)
+                      overrides=args.overrides, device=args.device,
+                      processes=processes_arg(args.processes))
     print(f"report: {report}")
     import shlex
     from pathlib import Path

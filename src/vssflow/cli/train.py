@@ -17,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: train.steps)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--processes", default="1", metavar="N",
+                   help="on a CPU: train data-parallel in N local processes, each on its share of every batch "
+                        "(`auto`: one per core, up to 4); default 1. GPUs: use torchrun")
     p.set_defaults(func=run)
 
 
@@ -27,7 +30,20 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         args.recipe, out_dir=args.out, overrides=args.overrides, resume=args.resume, device=args.device,
         max_steps=args.steps, progress=not args.no_progress,
+        processes=processes_arg(args.processes),
     )
     if result is not None:
         print(f"checkpoint: {result}")
     return 0
+
+
+def processes_arg(text: str) -> int | str:
+    """`--processes`: "auto" or a count."""
+    from vssflow.core.errors import RecipeError
+
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise RecipeError(f"--processes {text!r}: give a number of processes or 'auto'") from None
