@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_demo_step.py                 # profile + variants, one thread
     python benchmarks/bench_demo_step.py --clips 16 --steps 4              # the same with torch's default threads
     python benchmarks/bench_demo_step.py --threads-table                   # + thread settings, in subprocesses
+    python benchmarks/bench_demo_step.py --processes-table                 # only: one process vs one per core
 
 The demo's own recipe (`vssflow.demo.demo_recipe`: unified-demo, batch 8, V2S + VisualTTS + mixtures) on a
 small synthetic set (`--clips`, made once under `--root`). For the profile and the variants, batches are
@@ -23,6 +24,10 @@ loaded before timing and every variant runs the same batches from the same initi
             and one batch's loading alone: decoded once per video condition, once per clip, from the cache
   threads   (--threads-table) steps/s with 1 or 2 intra-op threads and OMP_WAIT_POLICY unset or PASSIVE, alone
             and beside a busy process on one core (a shared machine), each in a fresh subprocess
+  processes (--processes-table) `vssflow train` of the demo recipe for --train-steps steps in one process with
+            every core as threads, against one process per core (`--processes auto`, vssflow.launch): steps/s
+            from each run's train_log.jsonl (warm-up included), interleaved rounds, best of each, and the
+            largest difference between the two runs' logged losses
 """
 
 from __future__ import annotations
@@ -255,6 +260,30 @@ def threads_table(args: argparse.Namespace) -> list[tuple[str, str, str, float]]
     return rows
 
 
+def processes_table(args: argparse.Namespace, recipe: Any) -> list[tuple[str, float, list[float]]]:
+    """(setting, best steps/s, logged losses) of `vssflow train` in one process and in one per core."""
+    cases = (("1 process, every core as threads", "1"), ("one process per core (--processes auto)", "auto"))
+    found: dict[str, tuple[float, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "recipe.yaml"
+        path.write_text(recipe.to_yaml())
+        for r in range(args.rounds):
+            for name, processes in cases[r % 2:] + cases[: r % 2]:
+                out = Path(tmp) / f"{r}-{processes}"
+                # as `vssflow demo` runs: torch's default threads, idle OpenMP threads sleeping
+                env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+                env.pop("OMP_NUM_THREADS", None)
+                subprocess.run([sys.executable, "-m", "vssflow", "train", str(path), "--out", str(out), "--no-progress",
+                                "--device", "cpu", "--processes", processes, "--set", f"train.steps={args.train_steps}",
+                                "--set", "train.ckpt_every=0", "--set", "train.log_every=25"],
+                               check=True, capture_output=True, text=True, env=env)
+                rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+                rows = [row for row in rows if "steps_per_s" in row]
+                best = max(found.get(name, (0.0, []))[0], rows[-1]["steps_per_s"])
+                found[name] = (best, [row["loss"] for row in rows])
+    return [(name, speed, losses) for name, (speed, losses) in found.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=24, help="synthetic clips (default 24)")
@@ -262,6 +291,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "vssflow-bench-demo")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the variants (default 3)")
     parser.add_argument("--threads-table", action="store_true", help="also time thread settings (subprocesses)")
+    parser.add_argument("--processes-table", action="store_true",
+                        help="only time training in one process against one per core (subprocesses)")
+    parser.add_argument("--train-steps", type=int, default=100, help="steps of each --processes-table run")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one timing, for the table
     args = parser.parse_args()
 
@@ -271,6 +303,17 @@ def main() -> None:
         return demo_recipe(args.root / f"clips-{args.clips}", clips=args.clips, overrides=overrides)
 
     recipe = recipe_of([])
+    if args.processes_table:
+        table = processes_table(args, recipe)
+        ref = table[0][1]
+        print(f"torch {torch.__version__}, {os.cpu_count()} cores, recipe {recipe.name}, batch {recipe.train.batch_size}, "
+              f"{args.clips} clips\n\n| `vssflow train`, {args.train_steps} steps | steps/s | time vs one process |\n"
+              "| --- | --- | --- |")
+        for name, speed, _ in table:
+            print(f"| {name} | {speed:.2f} | {ref / speed:.2f}x |")
+        gap = max(abs(a - b) for a, b in zip(table[0][2], table[1][2], strict=True))
+        print(f"largest difference between the two runs' logged losses: {gap:.2e}")
+        return
     distinct = -(-args.clips // recipe.train.batch_size)  # steps until every clip was drawn about once
     distinct *= 2
     batches = _batches(recipe, distinct + args.steps)

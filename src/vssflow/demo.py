@@ -112,21 +112,8 @@ def run_demo(
     _say(f"1/4 synthetic data: {resolved.data.params['clips']} clips of {resolved.audio.duration_s:g} s "
          f"(V2S scenes, talking faces, mixtures) in {out / 'data'}")
     t = time.perf_counter()
-    from vssflow.registry.assemble import build
-    from vssflow.training import dataset_for
-
-    probe_model = build(resolved).model
-    # held out from training: the test split, then the validation split (the demo does not validate)
-    records = [rec for split in ("test", "val") for rec in dataset_for(resolved, probe_model, split=split).records]
-    del probe_model
+    chosen = held_out_clips(resolved)
     _say(f"    ready in {time.perf_counter() - t:.0f} s")
-
-    by_family: dict[str, list[Any]] = {}
-    for rec in records:
-        family = (rec.meta or {}).get("family", rec.task)
-        if len(by_family.setdefault(family, [])) < HELD_OUT_PER_FAMILY:
-            by_family[family].append(rec)
-    chosen = [rec for fam in sorted(by_family) for rec in by_family[fam]]
 
     _say(f"2/4 training recipe {resolved.name!r} for {resolved.train.steps} steps on {device or 'the default device'}")
     done = False
@@ -134,25 +121,9 @@ def run_demo(
         from vssflow.core.checkpoint import Checkpoint
 
         done = Checkpoint(last).trainer_state().get("step", 0) >= resolved.train.steps
-    from vssflow.training import _local_processes
-
-    n, threads = _local_processes(resolved, processes, device) if processes != 1 else (1, 0)
-    work = (resolved, run_dir, not done, chosen)
-    if n > 1:  # training and generation both split across the processes (vssflow.launch)
-        from vssflow.launch import run_processes
-
-        _say(f"    in {n} processes of {threads} thread(s) each, every one on its share of each batch")
-        parts = run_processes(_train_and_generate, work, {"device": "cpu"}, processes=n, threads=threads)
-    else:
-        parts = [_train_and_generate(*work, device=device)]
-    conditioned: list[Any] = [None] * len(chosen)
-    unconditioned: list[Any] = [None] * len(chosen)
-    for part in parts:
-        for i, wav_c, wav_u in zip(part["clips"], part["conditioned"], part["unconditioned"], strict=True):
-            conditioned[i], unconditioned[i] = wav_c, wav_u
-    train_s = parts[0]["train_s"]
-    gen_s = sum(part["generation_s"] for part in parts)  # compute seconds, summed over the processes
-    sr = parts[0]["sample_rate"]
+    made = train_and_generate(resolved, run_dir, not done, chosen, device, processes)
+    conditioned, unconditioned, sr = made["conditioned"], made["unconditioned"], made["sample_rate"]
+    train_s, gen_s = made["train_s"], made["generation_s"]
     audio_s = sum(w.numel() for w in conditioned) / sr
     requests = [ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id) for r in chosen]
 
@@ -254,6 +225,51 @@ def run_demo(
              + (f"; real audio {row['real audio']:.3f})" if isinstance(row["real audio"], float) else ")"))
     _say(f"done in {time.perf_counter() - started:.0f} s")
     return report
+
+
+def held_out_clips(resolved: Any) -> list[Any]:
+    """The demo's held-out records (made with the data set if it is missing): the first HELD_OUT_PER_FAMILY
+    of each family from the test split, then the validation split (the demo does not validate)."""
+    from vssflow.registry.assemble import build
+    from vssflow.training import dataset_for
+
+    probe_model = build(resolved).model
+    records = [rec for split in ("test", "val") for rec in dataset_for(resolved, probe_model, split=split).records]
+    by_family: dict[str, list[Any]] = {}
+    for rec in records:
+        family = (rec.meta or {}).get("family", rec.task)
+        if len(by_family.setdefault(family, [])) < HELD_OUT_PER_FAMILY:
+            by_family[family].append(rec)
+    return [rec for fam in sorted(by_family) for rec in by_family[fam]]
+
+
+def train_and_generate(resolved: Any, run_dir: Path, needs_training: bool, chosen: list[Any],
+                       device: str | None = None, processes: int | str = "auto") -> dict[str, Any]:
+    """Steps 2 and 3: train (unless done), then generate every chosen clip with all conditions and with none.
+
+    On a CPU with processes > 1 (or "auto" on several cores) both are split across local processes
+    (vssflow.launch): training as data parallel, generation clip by clip. Returns the waveforms in the order
+    of `chosen`, the training seconds, the generation compute seconds (summed over processes) and the rate.
+    """
+    from vssflow.training import _local_processes
+
+    n, threads = _local_processes(resolved, processes, device) if processes != 1 else (1, 0)
+    work = (resolved, run_dir, needs_training, chosen)
+    if n > 1:
+        from vssflow.launch import run_processes
+
+        _say(f"    in {n} processes of {threads} thread(s) each, every one on its share of each batch")
+        parts = run_processes(_train_and_generate, work, {"device": "cpu"}, processes=n, threads=threads,
+                              after_crash="run the demo again: it continues from its newest checkpoint")
+    else:
+        parts = [_train_and_generate(*work, device=device)]
+    conditioned: list[Any] = [None] * len(chosen)
+    unconditioned: list[Any] = [None] * len(chosen)
+    for part in parts:
+        for i, wav_c, wav_u in zip(part["clips"], part["conditioned"], part["unconditioned"], strict=True):
+            conditioned[i], unconditioned[i] = wav_c, wav_u
+    return {"conditioned": conditioned, "unconditioned": unconditioned, "train_s": parts[0]["train_s"],
+            "generation_s": sum(part["generation_s"] for part in parts), "sample_rate": parts[0]["sample_rate"]}
 
 
 def _train_and_generate(resolved: Any, run_dir: Path, needs_training: bool, chosen: list[Any],

@@ -61,19 +61,21 @@ def plan_processes(requested: int | str, micro_batch: int, cores: int | None = N
 
 
 def run_processes(fn: Callable[..., Any], args: tuple = (), kwargs: dict[str, Any] | None = None,
-                  processes: int = 2, threads: int = 1) -> list[Any]:
+                  processes: int = 2, threads: int = 1, after_crash: str = "") -> list[Any]:
     """Run `fn(*args, **kwargs)` in `processes` fresh local processes joined by a gloo group; each rank's result,
     in rank order.
 
     `fn` must be importable by name (the processes are spawned); results come back pickled through files of a
     private temporary folder, so they may be large. A user-facing error (VssflowError) in any process stops all
     of them and is raised here with that process's message; Ctrl-C stops all of them and raises
-    KeyboardInterrupt here. A crash (a bug, or a process killed by the system) stops the others too.
+    KeyboardInterrupt here. A crash (a bug, or a process killed by the system) stops the others too; a killed
+    process is reported in one line ending with `after_crash` (what the user can do next).
     """
+    import multiprocessing
     import pickle
+    from multiprocessing.connection import wait
 
-    import torch.multiprocessing as mp
-
+    ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="vssflow-launch-") as tmp:
         folder = Path(tmp)
         saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_CPP_LOG_LEVEL")}
@@ -83,10 +85,16 @@ def run_processes(fn: Callable[..., Any], args: tuple = (), kwargs: dict[str, An
         # once per process, when its first steps happen to use every parameter: a known false positive that
         # would print a paragraph per process; errors still print
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+        workers = []
         try:
-            context = mp.start_processes(
-                _child, args=(fn, args, kwargs or {}, processes, threads, str(folder), logging.getLogger().level),
-                nprocs=processes, join=False, start_method="spawn")
+            for rank in range(processes):  # not daemonic: a process may start its own data-loading workers
+                worker = ctx.Process(target=_child, name=f"vssflow-rank{rank}", args=(
+                    rank, fn, args, kwargs or {}, processes, threads, str(folder), logging.getLogger().level))
+                worker.start()
+                workers.append(worker)
+        except BaseException:
+            _stop(workers)
+            raise
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -100,31 +108,60 @@ def run_processes(fn: Callable[..., Any], args: tuple = (), kwargs: dict[str, An
             return pickle.loads(path.read_bytes()) if path.exists() else ("missing",)
 
         try:
-            while not context.join():
-                pass
-        except KeyboardInterrupt:
-            _stop(context)
+            running = list(workers)
+            while running:
+                wait([w.sentinel for w in running])
+                for worker in [w for w in running if w.exitcode is not None]:
+                    running.remove(worker)
+                    if worker.exitcode != 0:  # one stopped: the others would wait for it forever
+                        _stop(workers)
+                        running = []
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole terminal group: let them stop on their own first
+            _stop(workers, grace=10.0)
             raise
-        except mp.ProcessExitedException:
-            _stop(context)
-            reports = [outcome(rank) for rank in range(processes)]
-            failed = [r for r in reports if r[0] == "error"]
-            if failed:
-                _, message, code = failed[0]  # the lowest rank's message
-                error = ProcessFailed(message)
-                error.exit_code = code
-                raise error from None
-            if any(r[0] == "interrupted" for r in reports):
-                raise KeyboardInterrupt from None
+        except BaseException:  # anything else here: no process is left behind
+            _stop(workers)
             raise
-        return [outcome(rank)[1] for rank in range(processes)]
+        reports = [outcome(rank) for rank in range(processes)]
+        if all(r[0] == "done" for r in reports):
+            return [r[1] for r in reports]
+        failed = [r for r in reports if r[0] == "error"]
+        if failed:
+            _, message, code = failed[0]  # the lowest rank's message
+            error = ProcessFailed(message)
+            error.exit_code = code
+            raise error
+        if any(r[0] == "interrupted" for r in reports):
+            raise KeyboardInterrupt
+        raise ProcessFailed(_stopped(workers) + (f"; {after_crash}" if after_crash else ""))
 
 
-def _stop(context: Any) -> None:
-    for process in context.processes:
+def _stopped(workers: list[Any]) -> str:
+    """One line on the first process that stopped without a report (killed, out of memory, or a crash whose
+    traceback it printed)."""
+    import signal
+
+    processes = len(workers)
+    for rank, process in enumerate(workers):
+        code = process.exitcode
+        if code is None or code == 0 or code == -signal.SIGTERM:  # SIGTERM: stopped by us after another failed
+            continue
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        hint = " (the system kills the largest process when memory runs out)" if code == -signal.SIGKILL else ""
+        return f"process {rank} of {processes} {how}{hint}; the others were stopped"
+    return f"one of the {processes} processes stopped without a report; the others were stopped"
+
+
+def _stop(workers: list[Any], grace: float = 0.0) -> None:
+    import time
+
+    deadline = time.monotonic() + grace
+    for process in workers:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in workers:
         if process.is_alive():
             process.terminate()
-    for process in context.processes:
+    for process in workers:
         process.join(10)
         if process.is_alive():
             process.kill()
@@ -139,6 +176,15 @@ def _child(rank: int, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any
     import torch.distributed as dist
 
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    _exit_with_parent()
+    # progress bars guard their output with a thread lock here: tqdm's default is a multiprocessing lock, a named
+    # semaphore that a process stopped by a signal cannot release, which the launcher's resource tracker would
+    # then report as leaked
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
     torch.set_num_threads(threads)
 
@@ -161,3 +207,20 @@ def _child(rank: int, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any
         report("interrupted")
         sys.exit(130)
     report("done", result)
+
+
+def _exit_with_parent() -> None:
+    """Stop this process when the launching one dies (kill -9 of the launcher would otherwise leave it
+    training on its own, holding the run folder)."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="vssflow-parent-watch", daemon=True).start()

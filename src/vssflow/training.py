@@ -211,10 +211,11 @@ def train(
         if n > 1:
             from vssflow.launch import run_processes
 
-            log.info("training in %d processes of %d thread(s) each", n, threads)
             return run_processes(train, (recipe,), {"out_dir": out_dir, "resume": resume, "device": "cpu",
                                                     "max_steps": max_steps, "progress": progress},
-                                 processes=n, threads=threads)[0]
+                                 processes=n, threads=threads,
+                                 after_crash="the run keeps its newest complete checkpoint: run the same command "
+                                             "with --resume auto to continue from it")[0]
     out = Path(out_dir or Path("runs") / recipe.name)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: --out names an existing file, not a run folder; choose a folder")
@@ -305,6 +306,8 @@ def _train_locked(
         folder.clean_stale()
         write_text_atomic(out / "recipe.yaml", recipe.to_yaml())
         write_text_atomic(out / "plugins.json", json.dumps(plugins_report(), indent=2))
+    if dist_info.is_main and dist_info.world > 1:
+        log.info("training in %d processes of %d thread(s) each", dist_info.world, torch.get_num_threads())
     result = trainer.fit(max_steps)
     if dist_info.world > 1:
         import torch.distributed as dist
