@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_demo_step.py                 # profile + variants, one thread
     python benchmarks/bench_demo_step.py --clips 16 --steps 4              # the same with torch's default threads
     python benchmarks/bench_demo_step.py --threads-table                   # + thread settings, in subprocesses
-    python benchmarks/bench_demo_step.py --processes-table                 # only: one process vs one per core
+    python benchmarks/bench_demo_step.py --processes-table [--busy]        # only: one process vs one per core
 
 The demo's own recipe (`vssflow.demo.demo_recipe`: unified-demo, batch 8, V2S + VisualTTS + mixtures) on a
 small synthetic set (`--clips`, made once under `--root`). For the profile and the variants, batches are
@@ -27,7 +27,8 @@ loaded before timing and every variant runs the same batches from the same initi
   processes (--processes-table) `vssflow train` of the demo recipe for --train-steps steps in one process with
             every core as threads, against one process per core (`--processes auto`, vssflow.launch): steps/s
             from each run's train_log.jsonl (warm-up included), interleaved rounds, best of each, and the
-            largest difference between the two runs' logged losses
+            largest difference between the two runs' logged losses; --busy: also beside a process spinning on
+            one core
 """
 
 from __future__ import annotations
@@ -261,27 +262,37 @@ def threads_table(args: argparse.Namespace) -> list[tuple[str, str, str, float]]
 
 
 def processes_table(args: argparse.Namespace, recipe: Any) -> list[tuple[str, float, list[float]]]:
-    """(setting, best steps/s, logged losses) of `vssflow train` in one process and in one per core."""
-    cases = (("1 process, every core as threads", "1"), ("one process per core (--processes auto)", "auto"))
+    """(setting, best steps/s, logged losses) of `vssflow train` in one process and in one per core; with
+    --busy also beside a process spinning on one core (a shared machine)."""
+    cases = [("1 process, every core as threads", "1", False), ("one process per core (--processes auto)", "auto", False)]
+    if args.busy:
+        cases += [(f"{name}, beside a busy core", processes, True) for name, processes, _ in cases]
     found: dict[str, tuple[float, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "recipe.yaml"
         path.write_text(recipe.to_yaml())
         for r in range(args.rounds):
-            for name, processes in cases[r % 2:] + cases[: r % 2]:
-                out = Path(tmp) / f"{r}-{processes}"
+            for i, (name, processes, loaded) in enumerate(cases[r % len(cases):] + cases[: r % len(cases)]):
+                out = Path(tmp) / f"{r}-{i}"
                 # as `vssflow demo` runs: torch's default threads, idle OpenMP threads sleeping
                 env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
                 env.pop("OMP_NUM_THREADS", None)
-                subprocess.run([sys.executable, "-m", "vssflow", "train", str(path), "--out", str(out), "--no-progress",
-                                "--device", "cpu", "--processes", processes, "--set", f"train.steps={args.train_steps}",
-                                "--set", "train.ckpt_every=0", "--set", "train.log_every=25"],
-                               check=True, capture_output=True, text=True, env=env)
+                busy = _busy() if loaded else None
+                try:
+                    subprocess.run([sys.executable, "-m", "vssflow", "train", str(path), "--out", str(out),
+                                    "--no-progress", "--device", "cpu", "--processes", processes,
+                                    "--set", f"train.steps={args.train_steps}", "--set", "train.ckpt_every=0",
+                                    "--set", "train.log_every=25"],
+                                   check=True, capture_output=True, text=True, env=env)
+                finally:
+                    if busy is not None:
+                        busy.kill()
+                        busy.wait()
                 rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
                 rows = [row for row in rows if "steps_per_s" in row]
                 best = max(found.get(name, (0.0, []))[0], rows[-1]["steps_per_s"])
                 found[name] = (best, [row["loss"] for row in rows])
-    return [(name, speed, losses) for name, (speed, losses) in found.items()]
+    return [(name, *found[name]) for name, _, _ in cases]
 
 
 def main() -> None:
@@ -294,6 +305,7 @@ def main() -> None:
     parser.add_argument("--processes-table", action="store_true",
                         help="only time training in one process against one per core (subprocesses)")
     parser.add_argument("--train-steps", type=int, default=100, help="steps of each --processes-table run")
+    parser.add_argument("--busy", action="store_true", help="--processes-table also beside a busy core")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one timing, for the table
     args = parser.parse_args()
 

@@ -3,7 +3,7 @@
 A small model on a CPU does not keep several intra-op threads busy: most of its operators are too small to
 split well, so a second thread buys little (the demo's training step on two cores: 1.18x). One process per
 core, each on its own share of the batch, their gradients averaged over a gloo process group, keeps both busy
-(1.39x on the same two cores; docs/scale.md). The processes run the same code as under torchrun: each gets
+(0.73x the time per step on the same two cores; docs/scale.md). The processes run the same code as under torchrun: each gets
 RANK, LOCAL_RANK and WORLD_SIZE, and the trainer splits every batch between them, so the run follows the
 trajectory of a one-process run up to floating-point rounding.
 
@@ -16,12 +16,11 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vssflow.core.errors import RecipeError, VssflowError
-
-log = logging.getLogger("vssflow.launch")
 
 MAX_AUTO_PROCESSES = 4  # past a few ranks the per-rank batches get small and the averaging costs more than it saves
 

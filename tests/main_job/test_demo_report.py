@@ -99,7 +99,6 @@ def test_generation_split_across_two_processes_equals_one_process(demo_run):
     """The demo's step 3 in two processes (each clip in one of them, seeded by clip) gives every clip the
     waveform that one process gives it, in the same order: a clip given to the wrong slot or another seed
     would differ by the whole signal."""
-    import torch
 
     from vssflow.demo import demo_recipe, held_out_clips, train_and_generate
 
