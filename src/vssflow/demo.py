@@ -251,9 +251,9 @@ def train_and_generate(resolved: Any, run_dir: Path, needs_training: bool, chose
     (vssflow.launch): training as data parallel, generation clip by clip. Returns the waveforms in the order
     of `chosen`, the training seconds, the generation compute seconds (summed over processes) and the rate.
     """
-    from vssflow.training import _local_processes
+    from vssflow.training import local_processes
 
-    n, threads = _local_processes(resolved, processes, device) if processes != 1 else (1, 0)
+    n, threads = local_processes(resolved, processes, device) if processes != 1 else (1, 0)
     work = (resolved, run_dir, needs_training, chosen)
     if n > 1:
         from vssflow.launch import run_processes

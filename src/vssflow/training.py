@@ -103,7 +103,7 @@ def needs_unused_parameters(recipe: Recipe) -> bool:
     return len(recipe.tasks()) > 1 or any(c.tasks for c in recipe.conditions.values())
 
 
-def _local_processes(recipe: Recipe, processes: int | str, device: str | None) -> tuple[int, int]:
+def local_processes(recipe: Recipe, processes: int | str, device: str | None) -> tuple[int, int]:
     """(processes, threads each) for `--processes` (vssflow.launch.plan_processes), after the checks."""
     from vssflow.core.trainer import DistInfo
     from vssflow.launch import plan_processes
@@ -207,7 +207,7 @@ def train(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     if processes != 1:
-        n, threads = _local_processes(recipe, processes, device)
+        n, threads = local_processes(recipe, processes, device)
         if n > 1:
             from vssflow.launch import run_processes
 
