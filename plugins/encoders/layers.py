@@ -108,8 +108,12 @@ class ConvNeXtV2Block(nn.Module):
 
 def luma(frames: Tensor) -> Tensor:
     """(..., 3, H, W) RGB in [0, 1] -> (..., 1, H, W) ITU-R BT.601 luma."""
-    weights = frames.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-    return (frames * weights).sum(dim=-3, keepdim=True)
+    if frames.dtype in (torch.float32, torch.float64):
+        # three plane-wise multiply-adds in the order a sum over the channel dim takes (the same bits), without its
+        # broadcast product and strided reduction over (..., 3, H, W): about half the time on CPU
+        return frames[..., 0:1, :, :] * 0.299 + frames[..., 1:2, :, :] * 0.587 + frames[..., 2:3, :, :] * 0.114
+    # half precision: the reduction accumulates in float32 and rounds once
+    return (frames * frames.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(dim=-3, keepdim=True)
 
 
 def _band(taps: tuple[float, ...], n: int, pad: str, like: Tensor) -> Tensor:

@@ -371,3 +371,17 @@ def test_motion_statistics_are_computed_once_per_clip_and_never_served_stale():
     with torch.no_grad():
         a, b = enc(x).features, enc(x).features
     assert torch.equal(a, b) and enc.flow_stats.hits == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_luma_is_the_bt601_weighted_sum_to_the_bit(dtype):
+    """The plane-wise form gives the bits of the channel-weighted sum (what the encoders and the motion cache's
+    digests were built on), and pure primaries give the BT.601 weights."""
+    from vssflow.plugins.encoders.layers import luma
+
+    x = torch.rand(2, 5, 3, 12, 10, generator=torch.Generator().manual_seed(0)).to(dtype)
+    reference = (x * x.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(dim=-3, keepdim=True)
+    assert luma(x).shape == (2, 5, 1, 12, 10) and luma(x).dtype == dtype
+    assert torch.equal(luma(x), reference)
+    primaries = torch.eye(3, dtype=torch.float64)[:, :, None, None].expand(3, 3, 2, 2)  # red, green, blue frames
+    assert luma(primaries)[:, 0, 0, 0].tolist() == pytest.approx([0.299, 0.587, 0.114], abs=1e-12)
