@@ -37,15 +37,17 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def plan_processes(requested: int | str, micro_batch: int, cores: int | None = None) -> tuple[int, int]:
+def plan_processes(requested: int | str, micro_batch: int | None = None, cores: int | None = None) -> tuple[int, int]:
     """(processes, intra-op threads per process) for `--processes` on a CPU.
 
-    "auto": as many processes as cores (at most MAX_AUTO_PROCESSES) that split the micro-batch evenly, and the
-    cores left divided among them as threads. A number is taken as given; it must divide the micro-batch.
+    "auto": as many processes as cores (at most MAX_AUTO_PROCESSES), for training only counts that split the
+    micro-batch evenly, and the cores left divided among them as threads. A number is taken as given; for
+    training it must divide the micro-batch.
     """
     cores = cores or usable_cores()
     if requested == "auto":
-        processes = max(n for n in range(1, min(cores, MAX_AUTO_PROCESSES) + 1) if micro_batch % n == 0)
+        processes = max(n for n in range(1, min(cores, MAX_AUTO_PROCESSES) + 1)
+                        if micro_batch is None or micro_batch % n == 0)
     else:
         try:
             processes = int(requested)
@@ -53,10 +55,28 @@ def plan_processes(requested: int | str, micro_batch: int, cores: int | None = N
             raise RecipeError(f"--processes {requested!r}: give a number of processes or 'auto'") from None
         if processes < 1:
             raise RecipeError(f"--processes {processes}: give at least 1 (or 'auto')")
-        if micro_batch % processes:
+        if micro_batch is not None and micro_batch % processes:
             raise RecipeError(f"--processes {processes}: the micro-batch of {micro_batch} (train.batch_size / "
                               f"train.grad_accum) does not split evenly; choose a divisor of {micro_batch}")
     return processes, max(1, cores // processes)
+
+
+def refuse_processes(requested: int | str, device: str | None) -> bool:
+    """Whether several local processes may run here: raises for an explicit count that cannot (under torchrun,
+    or on a GPU), returns False where "auto" should mean one process, True otherwise."""
+    import torch
+
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    on_gpu = device.startswith("cuda") if device else torch.cuda.is_available()
+    if requested == "auto" and (on_gpu or under_torchrun):
+        return False
+    if under_torchrun:
+        raise RecipeError(f"--processes {requested}: this process was launched by torchrun already, which sets "
+                          "the processes; drop --processes")
+    if on_gpu:
+        raise RecipeError(f"--processes {requested} runs on CPU cores; for GPUs launch one process per GPU "
+                          "with torchrun (docs/scale.md), or pass --device cpu")
+    return True
 
 
 def run_processes(fn: Callable[..., Any], args: tuple = (), kwargs: dict[str, Any] | None = None,

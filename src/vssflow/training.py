@@ -104,21 +104,12 @@ def needs_unused_parameters(recipe: Recipe) -> bool:
 
 
 def local_processes(recipe: Recipe, processes: int | str, device: str | None) -> tuple[int, int]:
-    """(processes, threads each) for `--processes` (vssflow.launch.plan_processes), after the checks."""
-    from vssflow.core.trainer import DistInfo
-    from vssflow.launch import plan_processes
+    """(processes, threads each) for `--processes` (vssflow.launch), after the checks."""
+    from vssflow.launch import plan_processes, refuse_processes
 
-    on_gpu = device.startswith("cuda") if device else torch.cuda.is_available()
-    if processes == "auto" and (on_gpu or DistInfo.from_env().world > 1):
+    if not refuse_processes(processes, device):
         return 1, torch.get_num_threads()
-    if DistInfo.from_env().world > 1:
-        raise RecipeError(f"--processes {processes}: this process was launched by torchrun already, which sets "
-                          "the processes; drop --processes")
-    if on_gpu:
-        raise RecipeError(f"--processes {processes} trains on CPU cores; for GPUs launch one process per GPU "
-                          "with torchrun (docs/scale.md), or pass --device cpu")
-    micro = recipe.train.batch_size // max(1, recipe.train.grad_accum)
-    return plan_processes(processes, micro)
+    return plan_processes(processes, recipe.train.batch_size // max(1, recipe.train.grad_accum))
 
 
 def _setup_distributed(device: str | None) -> tuple[Any, torch.device]:

@@ -184,3 +184,44 @@ def test_sharded_scoring_of_generated_clips_equals_one_process(tmp_path, synth_r
     assert len(expected["mel-distance"]["per_clip"]) == 8
     assert two.stdout.count("metrics:") == 1  # rank 0 reports; rank 1 only scored
     assert len(list((tmp_path / "cache-two").rglob("*.safetensors"))) == 8  # every rank cached its references
+
+
+def local_processes(*args: str) -> subprocess.CompletedProcess:
+    """The CLI with `--processes 2` (vssflow.launch: two spawned processes of one thread, no torchrun)."""
+    return one_process(*args, "--processes", "2")
+
+
+def test_processes_option_shards_like_torchrun(tmp_path, synth_root, frozen_recipe, micro_checkpoint):
+    """`--processes 2` on features extract, generate and evaluate --generated: the files and scores of one
+    process, bit for bit, with each process doing its share."""
+    manifest = str(synth_root / "manifest.jsonl")
+    extract = ["features", "extract", str(frozen_recipe), "--manifest", manifest, "--batch-size", "2",
+               "--conditions", "video", "--no-progress"]
+    generate = ["generate", "--checkpoint", str(micro_checkpoint), "--manifest", manifest, "--batch-size", "2",
+                "--seed", "5", "--device", "cpu"]
+    printed = {}
+    for name, args in (("features", extract), ("generated", generate)):
+        one = one_process(*args, "--out", str(tmp_path / f"{name}-one"))
+        assert one.returncode == 0, one.stderr[-3000:]
+        two = local_processes(*args, "--out", str(tmp_path / f"{name}-two"))
+        assert two.returncode == 0, two.stderr[-3000:]
+        printed[name] = two.stdout
+    written = sorted(ln.split("]")[0] for ln in printed["features"].splitlines() if "written" in ln)
+    assert written == ["[rank 0/2", "[rank 1/2"], printed["features"]  # both processes encoded their share
+    assert features(tmp_path / "features-two") == features(tmp_path / "features-one")
+    assert len(features(tmp_path / "features-one")) == 8
+    single = files(tmp_path / "generated-one", "*.wav")
+    assert len(single) == 8 and files(tmp_path / "generated-two", "*.wav") == single
+    ids = [[json.loads(ln)["id"] for ln in (tmp_path / f"generated-{n}" / "generated.jsonl").read_text().splitlines()]
+           for n in ("one", "two")]
+    assert ids[0] == ids[1] and not list((tmp_path / "generated-two").glob("generated.rank*"))
+
+    score = ["evaluate", "--generated", str(tmp_path / "generated-one"), "--manifest", manifest, "--batch-size", "3",
+             "--no-progress", "--metrics", "mel-distance,envelope-corr,fd[logmel-cnn]"]
+    one = one_process(*score, "--out", str(tmp_path / "eval-one"), "--cache-dir", str(tmp_path / "cache-one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = local_processes(*score, "--out", str(tmp_path / "eval-two"), "--cache-dir", str(tmp_path / "cache-two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    expected = json.loads((tmp_path / "eval-one" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "eval-two" / "metrics.json").read_text()) == expected
+    assert len(expected["mel-distance"]["per_clip"]) == 8 and two.stdout.count("metrics:") == 1

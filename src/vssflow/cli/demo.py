@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     # before torch loads OpenMP: idle threads sleep instead of spinning, so a busy machine (or the demo's own
     # data worker) does not make every parallel region wait for a descheduled spinner (docs/scale.md)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from vssflow.cli.train import processes_arg
+    from vssflow.cli.processes import processes_arg
     from vssflow.demo import run_demo
 
     report = run_demo(out=args.out, recipe=args.recipe, clips=args.clips, steps=args.steps,

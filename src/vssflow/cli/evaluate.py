@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from vssflow.cli.generate import add_adapter_arguments
+from vssflow.cli.processes import add_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help="with --checkpoint: classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0, help="with --checkpoint: generation seed")
     p.add_argument("--device", default=None, help="with --checkpoint: cpu, cuda, ...")
+    add_option(p, "its share of the clips")
     add_adapter_arguments(p, "with --checkpoint: ")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -61,6 +63,11 @@ def _adapters(args: argparse.Namespace) -> list[tuple[str, float]]:
 
 def run(args: argparse.Namespace) -> int:
     """Score, print the summary table, say where metrics.json is."""
+    from vssflow.cli.processes import run_split
+
+    split = run_split(args, run)
+    if split is not None:
+        return split
     from vssflow.evaluation import EvaluationError
 
     if args.batch_size < 1:

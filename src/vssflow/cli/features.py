@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vssflow.cli.processes import add_option
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the `features` subcommand group."""
@@ -21,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ext.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding (default 0)")
     ext.add_argument("--batch-size", type=int, default=4, help="clips per encoder call (default 4)")
     ext.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    add_option(ext)
     ext.add_argument("--conditions", default=None, metavar="A,B", help="only these conditions (default: all)")
     ext.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="recipe override (repeatable)")
@@ -30,6 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_extract(args: argparse.Namespace) -> int:
     """Build the recipe's encoders, extract the frozen ones, print where the features went."""
+    from vssflow.cli.processes import run_split
+
+    split = run_split(args, run_extract)
+    if split is not None:
+        return split
     from pathlib import Path
 
     from vssflow.core.errors import RecipeError, VssflowError

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vssflow.cli.processes import add_option
+
 
 def _span(text: str) -> tuple[float, float]:
     try:
@@ -63,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch for --manifest")
     p.add_argument("--overlap", type=float, default=1.0, help="seconds of overlap between windows of long videos")
     p.add_argument("--device", default=None)
+    add_option(p)
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="bf16 autocast on CUDA (default: the recipe's train.precision; CPU runs fp32)")
     p.add_argument("--overwrite", action="store_true",
@@ -82,6 +85,11 @@ def add_adapter_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate and list the files written, as each clip is published."""
+    from vssflow.cli.processes import run_split
+
+    split = run_split(args, run)
+    if split is not None:
+        return split
     from vssflow.generation import generate_cli
 
     for path in generate_cli(args):

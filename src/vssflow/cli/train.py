@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and print where the checkpoint is."""
+    from vssflow.cli.processes import processes_arg
     from vssflow.training import train
 
     result = train(
@@ -36,14 +37,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"checkpoint: {result}")
     return 0
 
-
-def processes_arg(text: str) -> int | str:
-    """`--processes`: "auto" or a count."""
-    from vssflow.core.errors import RecipeError
-
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise RecipeError(f"--processes {text!r}: give a number of processes or 'auto'") from None
