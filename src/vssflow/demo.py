@@ -125,7 +125,6 @@ def run_demo(
     conditioned, unconditioned, sr = made["conditioned"], made["unconditioned"], made["sample_rate"]
     train_s, gen_s = made["train_s"], made["generation_s"]
     audio_s = sum(w.numel() for w in conditioned) / sr
-    requests = [ClipRequest(r.video, r.transcript, r.speaker, r.speech, r.id) for r in chosen]
 
     _say("4/4 scoring and writing the report")
     from vssflow.evaluation import Reference, evaluate
@@ -149,7 +148,7 @@ def run_demo(
     per_family: dict[str, dict[str, dict[str, list[float]]]] = {}
     entries = []
     media_dir = out / "media"
-    for rec, req, wav_c, wav_u in zip(chosen, requests, conditioned, unconditioned, strict=True):
+    for rec, wav_c, wav_u in zip(chosen, conditioned, unconditioned, strict=True):
         family = refs[rec.id].group
         ref = ref_wavs[rec.id]
         n = min(ref.shape[-1], wav_c.shape[-1])
@@ -176,7 +175,7 @@ def run_demo(
         }
         from vssflow.generation import write_outputs
 
-        mp4 = write_outputs(media_dir, ClipRequest(req.video, clip_id=f"{rec.id}-generated"), wav_c, sr)[1]
+        mp4 = write_outputs(media_dir, ClipRequest(rec.video, clip_id=f"{rec.id}-generated"), wav_c, sr)[1]
         media = {}
         for label, wav_path in files.items():
             data, _ = read_audio(wav_path, sr)

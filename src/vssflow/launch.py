@@ -61,9 +61,9 @@ def plan_processes(requested: int | str, micro_batch: int | None = None, cores: 
     return processes, max(1, cores // processes)
 
 
-def refuse_processes(requested: int | str, device: str | None) -> bool:
-    """Whether several local processes may run here: raises for an explicit count that cannot (under torchrun,
-    or on a GPU), returns False where "auto" should mean one process, True otherwise."""
+def can_split(requested: int | str, device: str | None) -> bool:
+    """Whether `--processes` may start several local processes here: False where "auto" means one process (a
+    GPU, or under torchrun), True on a CPU; an explicit count where it cannot run is refused in one line."""
     import torch
 
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -105,9 +105,9 @@ def needs_unused_parameters(recipe: Recipe) -> bool:
 
 def local_processes(recipe: Recipe, processes: int | str, device: str | None) -> tuple[int, int]:
     """(processes, threads each) for `--processes` (vssflow.launch), after the checks."""
-    from vssflow.launch import plan_processes, refuse_processes
+    from vssflow.launch import can_split, plan_processes
 
-    if not refuse_processes(processes, device):
+    if not can_split(processes, device):
         return 1, torch.get_num_threads()
     return plan_processes(processes, recipe.train.batch_size // max(1, recipe.train.grad_accum))
 

@@ -42,6 +42,26 @@ def test_plan_processes_splits_cores_and_batches():
         plan_processes(0, 8, cores=4)
 
 
+def _where() -> tuple:
+    import torch
+
+    return (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), torch.get_num_threads(),
+            os.environ.get("TORCH_CPP_LOG_LEVEL"), torch.distributed.get_world_size())
+
+
+def test_run_processes_returns_each_rank_result_in_rank_order(monkeypatch):
+    """Each process sees its rank, the world, its thread count and a joined gloo group; the results come back
+    in rank order; DDP's C++ warnings (a false positive for models with task-specific conditions) are quieted
+    in the processes only, and the launcher's own environment is left as it was."""
+    from vssflow.launch import run_processes
+
+    monkeypatch.delenv("TORCH_CPP_LOG_LEVEL", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    found = run_processes(_where, processes=2, threads=1)
+    assert found == [(0, 2, 1, "ERROR", 2), (1, 2, 1, "ERROR", 2)]
+    assert "TORCH_CPP_LOG_LEVEL" not in os.environ and os.environ["OMP_NUM_THREADS"] == "7"
+
+
 def test_two_processes_reach_the_weights_of_one(tmp_path, synth_root):
     """Each process trains on its half of every batch of 4 and their gradients are averaged: after 3 steps the
     model, EMA and optimizer state equal a one-process run's up to reduction order (a different split of
@@ -51,7 +71,6 @@ def test_two_processes_reach_the_weights_of_one(tmp_path, synth_root):
     two = _train(tmp_path / "two", synth_root, "--set", "train.steps=3", "--processes", "2")
     assert two.returncode == 0, two.stderr[-3000:]
     assert "training in 2 processes of" in two.stderr
-    assert "reducer.cpp" not in two.stderr  # DDP's false-positive unused-parameter warning is not printed
     assert two.stdout.strip().endswith(str(tmp_path / "two" / "checkpoints" / "last"))
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
         a = load_file(str(tmp_path / "one" / "checkpoints" / "last" / name))

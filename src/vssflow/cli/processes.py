@@ -33,12 +33,12 @@ def add_option(parser: argparse.ArgumentParser, share: str = "its share of the m
 def run_split(args: argparse.Namespace, command: Callable[[argparse.Namespace], int]) -> int | None:
     """Run `command(args)` in the processes `args.processes` asks for and return the exit code (the largest of
     the processes'); None when it asks for one process, so the caller runs the command itself."""
-    from vssflow.launch import plan_processes, refuse_processes, run_processes
+    from vssflow.launch import can_split, plan_processes, run_processes
 
     requested = processes_arg(args.processes)
     if requested == 1:
         return None
-    if not refuse_processes(requested, getattr(args, "device", None)):
+    if not can_split(requested, getattr(args, "device", None)):
         return None
     processes, threads = plan_processes(requested)
     if processes == 1:
